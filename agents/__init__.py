@@ -1,0 +1,11 @@
+"""Reference agents, one file each. An agent is a class `Agent(task, seed)` with `train()` (a generator
+yielding cumulative env steps after each update) and `act(obs_batch) -> actions`; see bench/agent_api.py."""
+
+# name -> "module:Class"; these names are accepted by `--agent`
+REFERENCE_AGENTS: dict[str, str] = {
+  "ppo": "agents.ppo:PPO",
+}
+# peers (other libraries, optional extra `peers`): "what a user would pick instead"
+PEER_AGENTS: dict[str, str] = {
+  "sb3-ppo": "bench.peers.sb3:SB3PPO",
+}

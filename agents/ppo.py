@@ -1,0 +1,239 @@
+"""PPO for discrete actions in tinygrad, tuned for wall-clock time-to-threshold.
+
+CleanRL-style: hyperparameters in a dataclass, the training loop in `train()`. What makes it fast
+(see ../PROTOCOL.md for how it is timed, and the profile it leaves in `self.profile`):
+- weights are initialised in numpy and copied in: no init kernels to schedule and compile;
+- actor and critic are one block-diagonal MLP (obs -> 2H -> 2H -> A+1), so every layer is one
+  matmul for both networks; the masks keep the two networks independent;
+- all parameters live in one flat buffer, so Adam is three elementwise kernels, not three per tensor;
+- one TinyJit call samples actions for all envs; one TinyJit call runs the whole update (every
+  epoch and minibatch) on a fixed-shape batch; GAE and shuffling are done in numpy between them;
+- many envs (gymnasium's native vectorized CartPole) and few, large updates.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from tinygrad import Tensor, TinyJit, dtypes
+from tinygrad.helpers import Context
+
+
+@dataclass(frozen=True)
+class Config:
+  num_envs: int = 32
+  num_steps: int = 32            # rollout length per env; batch = num_envs * num_steps
+  hidden: int = 32
+  gamma: float = 0.99
+  gae_lambda: float = 0.95
+  epochs: int = 4
+  minibatches: int = 4
+  lr: float = 2.5e-3
+  clip: float = 0.2
+  ent_coef: float = 0.0
+  vf_coef: float = 0.5
+  max_grad_norm: float = 0.5
+  adam_eps: float = 1e-5
+
+
+# per-task overrides, as data
+TASK_CONFIGS: dict[str, Config] = {"CartPole-v1": Config()}
+
+
+def _orthogonal(rng: np.random.Generator, fan_in: int, fan_out: int, gain: float) -> np.ndarray:
+  a = rng.standard_normal((max(fan_in, fan_out), min(fan_in, fan_out)))
+  q, r = np.linalg.qr(a)
+  q *= np.sign(np.diag(r))
+  return (gain * (q if fan_in >= fan_out else q.T)).astype(np.float32)
+
+
+class PPO:
+  def __init__(self, task, seed: int, config: Config | None = None):
+    self.cfg = cfg = config or TASK_CONFIGS.get(task.name, Config())
+    self.task, self.seed = task, seed
+    self.envs = task.make_vec(cfg.num_envs)
+    obs_space, act_space = self.envs.single_observation_space, self.envs.single_action_space
+    self.obs_dim, self.n_actions = int(np.prod(obs_space.shape)), int(act_space.n)
+    self.batch = cfg.num_envs * cfg.num_steps
+    self.mb = self.batch // cfg.minibatches
+    assert self.batch % cfg.minibatches == 0, "num_envs*num_steps must divide into minibatches"
+    self.rng = np.random.default_rng(seed)
+    Tensor.manual_seed(seed)
+    self.profile = {"construct_s": 0.0, "env_s": 0.0, "act_s": 0.0, "gae_s": 0.0, "update_s": 0.0,
+                    "first_act_s": 0.0, "first_update_s": 0.0, "updates": 0}
+    t0 = time.perf_counter()
+
+    # --- one flat parameter vector; layout (name, shape) ---
+    H, O, A = cfg.hidden, self.obs_dim, self.n_actions
+    self.layout = [("w1", (O, 2 * H)), ("b1", (2 * H,)), ("w2", (2 * H, 2 * H)), ("b2", (2 * H,)),
+                   ("w3", (2 * H, A + 1)), ("b3", (A + 1,))]
+    blocks = {"w1": np.concatenate([_orthogonal(self.rng, O, H, 2**0.5), _orthogonal(self.rng, O, H, 2**0.5)], 1),
+              "w2": np.zeros((2 * H, 2 * H), np.float32), "w3": np.zeros((2 * H, A + 1), np.float32)}
+    blocks["w2"][:H, :H], blocks["w2"][H:, H:] = _orthogonal(self.rng, H, H, 2**0.5), _orthogonal(self.rng, H, H, 2**0.5)
+    blocks["w3"][:H, :A], blocks["w3"][H:, A:] = _orthogonal(self.rng, H, A, 0.01), _orthogonal(self.rng, H, 1, 1.0)
+    flat = np.concatenate([blocks.get(n, np.zeros(s, np.float32)).ravel() for n, s in self.layout]).astype(np.float32)
+    # masks that keep actor (first H units, first A outputs) and critic (the rest) separate
+    m2 = np.zeros((2 * H, 2 * H), np.float32); m2[:H, :H] = m2[H:, H:] = 1
+    m3 = np.zeros((2 * H, A + 1), np.float32); m3[:H, :A] = m3[H:, A:] = 1
+    self.m2, self.m3 = Tensor(m2).realize(), Tensor(m3).realize()
+    self.theta = Tensor(flat).realize()
+    self.adam_m, self.adam_v = Tensor.zeros_like(self.theta).contiguous().realize(), Tensor.zeros_like(self.theta).contiguous().realize()
+    self.adam_t = Tensor([0.0]).realize()
+
+    # --- persistent, fixed-shape input buffers for the jitted functions ---
+    self.obs_in = Tensor.zeros(cfg.num_envs, O).contiguous().realize()
+    self.act_out = np.zeros((cfg.num_envs, 3), np.float32)
+    self.mb_obs = Tensor.zeros(self.mb, O).contiguous().realize()
+    self.mb_data = Tensor.zeros(self.mb, 5).contiguous().realize()   # action, old logp, advantage, return, weight
+    self._act = TinyJit(self._act_fn)
+    self._update = TinyJit(self._update_fn)
+    self._greedy: dict[int, tuple] = {}
+    self.profile["construct_s"] = time.perf_counter() - t0
+
+  # --- the network: one block-diagonal MLP for actor and critic ---
+  def _params(self) -> dict[str, Tensor]:
+    out, off = {}, 0
+    for name, shape in self.layout:
+      n = int(np.prod(shape))
+      out[name] = self.theta[off:off + n].reshape(shape).contiguous_backward()
+      off += n
+    return out
+
+  def _forward(self, obs: Tensor) -> tuple[Tensor, Tensor]:
+    p = self._params()
+    h = (obs @ p["w1"] + p["b1"]).tanh()
+    h = (h @ (p["w2"] * self.m2) + p["b2"]).tanh()
+    out = h @ (p["w3"] * self.m3) + p["b3"]
+    return out[:, :self.n_actions], out[:, self.n_actions]
+
+  def _act_fn(self, obs: Tensor) -> Tensor:
+    logits, value = self._forward(obs)
+    logp_all = logits.log_softmax()
+    gumbel = -(-Tensor.rand(*logits.shape).clamp(1e-12, 1.0).log()).log()
+    action = (logits + gumbel).argmax(-1)
+    logp = (logp_all * action.one_hot(self.n_actions)).sum(-1)
+    return Tensor.stack(action.float(), logp, value, dim=1).contiguous().realize()
+
+  def _update_fn(self, mb_obs: Tensor, mb_data: Tensor) -> Tensor:
+    cfg = self.cfg
+    b1, b2 = 0.9, 0.999
+    obs, data = mb_obs, mb_data
+    if True:
+      action, old_logp, adv, ret, w = (data[:, k] for k in range(5))
+      w = w / w.sum().maximum(1.0)            # masked mean: reset steps carry weight 0
+      logits, value = self._forward(obs)
+      logp_all = logits.log_softmax()
+      logp = (logp_all * action.cast(dtypes.int32).one_hot(self.n_actions)).sum(-1)
+      ratio = (logp - old_logp).exp()
+      pg_loss = -(Tensor.minimum(ratio * adv, ratio.clip(1 - cfg.clip, 1 + cfg.clip) * adv) * w).sum()
+      v_loss = 0.5 * (((value - ret) ** 2) * w).sum()
+      entropy = -((logp_all.exp() * logp_all).sum(-1) * w).sum()
+      loss = pg_loss + cfg.vf_coef * v_loss - cfg.ent_coef * entropy
+      g, = loss.gradient(self.theta)
+      scale = (cfg.max_grad_norm / (g.square().sum().sqrt() + 1e-6)).minimum(1.0).contiguous()
+      g = (g * scale).contiguous()
+      self.adam_t.assign(self.adam_t + 1)
+      self.adam_m.assign(b1 * self.adam_m + (1 - b1) * g)
+      self.adam_v.assign(b2 * self.adam_v + (1 - b2) * g * g)
+      mhat = self.adam_m / (1 - b1 ** self.adam_t)
+      vhat = self.adam_v / (1 - b2 ** self.adam_t)
+      self.theta.assign(self.theta.detach() - cfg.lr * mhat / (vhat.sqrt() + cfg.adam_eps))
+      stats = Tensor.stack(pg_loss, v_loss, entropy)
+      Tensor.realize(self.theta, self.adam_m, self.adam_v, self.adam_t, stats)
+    return stats
+
+  # --- the referee's evaluation calls this: greedy actions for any batch size ---
+  def act(self, obs: np.ndarray) -> np.ndarray:
+    n = len(obs)
+    if n not in self._greedy:   # one jitted function and one pair of fixed-shape buffers per batch size
+      self._greedy[n] = (TinyJit(lambda x: self._forward(x)[0].argmax(-1).contiguous().realize()),
+                         Tensor.zeros(n, self.obs_dim).contiguous().realize(), np.zeros(n, np.int32))
+    fn, buf, out = self._greedy[n]
+    _copyin(buf, np.asarray(obs, np.float32).reshape(n, self.obs_dim))
+    return _copyout(fn(buf), out).astype(np.int64)
+
+  def _sample(self, obs: np.ndarray) -> np.ndarray:
+    if obs.shape != (self.cfg.num_envs, self.obs_dim):
+      raise ValueError(f"sample expects obs of shape {(self.cfg.num_envs, self.obs_dim)}, got {obs.shape}")
+    _copyin(self.obs_in, obs)
+    return _copyout(self._act(self.obs_in), self.act_out)
+
+  def train(self):
+    cfg, N, T, prof = self.cfg, self.cfg.num_envs, self.cfg.num_steps, self.profile
+    E, M, O = cfg.epochs * cfg.minibatches, self.mb, self.obs_dim
+    obs_buf = np.zeros((T, N, O), np.float32)
+    act_buf, logp_buf, val_buf, rew_buf = (np.zeros((T, N), np.float32) for _ in range(4))
+    term_buf, trunc_buf, valid_buf = (np.zeros((T, N), bool) for _ in range(3))
+    obs, _ = self.envs.reset(seed=self.seed)
+    autoreset = np.zeros(N, bool)   # gymnasium next-step autoreset: this step only resets these envs
+    steps = 0
+    with Context(TRAINING=1):
+      out = self._timed("act_s", "first_act_s", self._sample, obs)
+      while True:
+        # --- rollout: T steps of N envs ---
+        for t in range(T):
+          obs_buf[t], valid_buf[t] = obs, ~autoreset
+          act_buf[t], logp_buf[t], val_buf[t] = out[:, 0], out[:, 1], out[:, 2]
+          t0 = time.perf_counter()
+          obs, rew, term, trunc, _ = self.envs.step(out[:, 0].astype(np.int64))
+          prof["env_s"] += time.perf_counter() - t0
+          rew_buf[t], term_buf[t], trunc_buf[t] = rew, term, trunc
+          steps += int((~autoreset).sum())
+          autoreset = term | trunc
+          out = self._timed("act_s", "first_act_s", self._sample, obs)   # also bootstraps the last step
+        # --- GAE in numpy; a truncated episode bootstraps from V(final obs), which the next act call
+        #     computed (next-step autoreset hands the final obs back first); reset steps are masked ---
+        t0 = time.perf_counter()
+        next_val = out[:, 2]
+        adv = np.zeros((T, N), np.float32)
+        gae = np.zeros(N, np.float32)
+        for t in reversed(range(T)):
+          nv = val_buf[t + 1] if t + 1 < T else next_val
+          delta = rew_buf[t] + cfg.gamma * nv * ~term_buf[t] - val_buf[t]
+          gae = delta + cfg.gamma * cfg.gae_lambda * ~(term_buf[t] | trunc_buf[t]) * gae
+          gae *= valid_buf[t]
+          adv[t] = gae
+        ret = adv + val_buf
+        w = valid_buf.astype(np.float32)
+        valid = valid_buf.ravel()
+        a_mean, a_std = adv.ravel()[valid].mean(), adv.ravel()[valid].std() + 1e-8
+        data = np.stack([act_buf.ravel(), logp_buf.ravel(), (adv.ravel() - a_mean) / a_std, ret.ravel(), w.ravel()], 1)
+        perm = np.concatenate([self.rng.permutation(self.batch) for _ in range(cfg.epochs)]).reshape(E, M)
+        mb_obs, mb_data = obs_buf.reshape(-1, O)[perm], data[perm].astype(np.float32)
+        prof["gae_s"] += time.perf_counter() - t0
+        # --- one jitted call: every epoch and minibatch ---
+        self.last_stats = self._timed("update_s", "first_update_s", self._learn, mb_obs, mb_data)
+        prof["updates"] += 1
+        yield steps
+
+  def _learn(self, mb_obs: np.ndarray, mb_data: np.ndarray) -> np.ndarray:
+    for i in range(len(mb_obs)):
+      _copyin(self.mb_obs, mb_obs[i])
+      _copyin(self.mb_data, mb_data[i])
+      stats = self._update(self.mb_obs, self.mb_data)
+    return stats.numpy()
+
+  def _timed(self, key: str, first_key: str, fn, *args):
+    t0 = time.perf_counter()
+    out = fn(*args)
+    dt = time.perf_counter() - t0
+    if self.profile[first_key] == 0.0: self.profile[first_key] = dt
+    else: self.profile[key] += dt
+    return out
+
+
+def _copyout(t: Tensor, out: np.ndarray) -> np.ndarray:
+  """Read a realized, contiguous tensor into a preallocated numpy array (`.numpy()` adds a copy kernel)."""
+  assert t.shape == out.shape and t.uop.op.name in ("BUFFER", "RESHAPE") and t.uop.base.op.name == "BUFFER", \
+    f"{t.shape} {t.uop.op} is not a plain buffer of shape {out.shape}"
+  buf = t.uop.buffer
+  buf.allocator._copyout(memoryview(out).cast("B"), buf._buf)
+  return out
+
+
+def _copyin(t: Tensor, arr: np.ndarray) -> None:
+  """Write a numpy array into a realized tensor's buffer in place (no new Tensor, no kernel)."""
+  assert t.shape == arr.shape, f"shape {arr.shape} does not match buffer {t.shape}"
+  buf = t.uop.buffer
+  buf.allocator._copyin(buf._buf, memoryview(np.ascontiguousarray(arr, dtype=np.float32)).cast("B"))

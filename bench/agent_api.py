@@ -1,0 +1,113 @@
+"""The agent interface, how an agent is named on the command line, and the checks on what it returns.
+
+An agent is one class:
+
+    class MyAgent:
+        def __init__(self, task: envs.Task, seed: int): ...
+            # build envs with task.make_vec(n) / task.make_env() so the referee counts env steps
+        def train(self) -> Iterator[int]: ...
+            # a generator: yield the cumulative number of env steps after each update
+        def act(self, obs: np.ndarray) -> np.ndarray: ...
+            # greedy/deterministic actions for a batch of observations (batch size varies)
+
+Optionally `self.profile: dict[str, float]`, reported into the run record (where the time went).
+The referee owns the clock and the evaluation; the agent never sees evaluation seeds or envs.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import os
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import gymnasium as gym
+
+
+class AgentError(Exception):
+  """The agent broke the interface (wrong method, action shape, dtype, non-finite values...)."""
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+  name: str      # what records and tables call it
+  target: str    # "package.module:Class" or "path/to/file.py:Class"
+  source: str    # the file that defines it
+
+  @property
+  def source_sha256(self) -> str:
+    with open(self.source, "rb") as f: return hashlib.sha256(f.read()).hexdigest()
+
+
+def resolve_agent(spec: str) -> AgentSpec:
+  """'ppo' (a reference or peer name), 'package.module:Class', or 'path/to/file.py:Class'."""
+  from agents import PEER_AGENTS, REFERENCE_AGENTS
+  known = {**REFERENCE_AGENTS, **PEER_AGENTS}
+  name, target = (spec, known[spec]) if spec in known else (None, spec)
+  if ":" not in target:
+    raise AgentError(f"unknown agent {spec!r}: use a known name ({', '.join(sorted(known))}), "
+                     "'package.module:Class' or 'path/to/file.py:Class'")
+  where, cls = target.rsplit(":", 1)
+  if where.endswith(".py"):
+    if not os.path.isfile(where): raise AgentError(f"agent {spec!r}: no such file {where!r}")
+    source = os.path.abspath(where)
+    target = f"{source}:{cls}"
+  else:
+    try: found = importlib.util.find_spec(where)
+    except (ImportError, ValueError): found = None
+    if found is None or found.origin is None: raise AgentError(f"agent {spec!r}: cannot find module {where!r}")
+    source = found.origin
+  return AgentSpec(name=name or cls, target=target, source=source)
+
+
+def load_agent_class(target: str) -> type:
+  """Import the class named by an AgentSpec.target (done in the agent's process, before the clock)."""
+  where, cls_name = target.rsplit(":", 1)
+  if where.endswith(".py"):
+    mod_name = "rlspeedrun_entry_" + hashlib.sha1(where.encode()).hexdigest()[:8]
+    spec = importlib.util.spec_from_file_location(mod_name, where)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[mod_name] = module
+    spec.loader.exec_module(module)
+  else:
+    module = importlib.import_module(where)
+  cls = getattr(module, cls_name, None)
+  if cls is None: raise AgentError(f"{where} has no attribute {cls_name!r}")
+  check_agent_class(cls)
+  return cls
+
+
+def check_agent_class(cls) -> None:
+  if not inspect.isclass(cls): raise AgentError(f"{cls!r} is not a class")
+  missing = [m for m in ("train", "act") if not callable(getattr(cls, m, None))]
+  if missing: raise AgentError(f"agent class {cls.__name__} lacks method(s): {', '.join(missing)}")
+  try: inspect.signature(cls).bind(object(), 0)
+  except TypeError as e: raise AgentError(f"agent class {cls.__name__} must be constructible as {cls.__name__}(task, seed): {e}")
+
+
+def check_actions(actions, space: gym.Space, n: int) -> np.ndarray:
+  """Validate a batch of `n` actions for `space`; returns them as an array ready for env.step."""
+  try: a = np.asarray(actions)
+  except Exception as e: raise AgentError(f"act() returned {type(actions).__name__}, not an array: {e}")
+  if isinstance(space, gym.spaces.Discrete):
+    if a.shape != (n,): raise AgentError(f"act() returned shape {a.shape}, expected ({n},) for {n} observations")
+    if a.dtype.kind == "f":
+      if not np.isfinite(a).all(): raise AgentError("act() returned non-finite actions (NaN/inf)")
+      raise AgentError(f"act() returned dtype {a.dtype}; a Discrete space needs integer actions")
+    if a.dtype.kind not in "iu": raise AgentError(f"act() returned dtype {a.dtype}; a Discrete space needs integer actions")
+    lo = int(space.start)
+    if (a < lo).any() or (a >= lo + int(space.n)).any():
+      raise AgentError(f"act() returned actions outside [{lo}, {lo + int(space.n) - 1}]")
+    return a.astype(np.int64)
+  if isinstance(space, gym.spaces.Box):
+    if a.shape != (n, *space.shape):
+      raise AgentError(f"act() returned shape {a.shape}, expected {(n, *space.shape)}")
+    if a.dtype.kind not in "fiu": raise AgentError(f"act() returned dtype {a.dtype}; a Box space needs numbers")
+    if not np.isfinite(a).all(): raise AgentError("act() returned non-finite actions (NaN/inf)")
+    return np.clip(a, space.low, space.high).astype(space.dtype)
+  if len(a) != n or not all(space.contains(x) for x in a):
+    raise AgentError(f"act() returned actions that are not in {space}")
+  return a

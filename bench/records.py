@@ -1,0 +1,167 @@
+"""Run records: one JSON line per finished run, flushed at once; a loader into a tidy DataFrame."""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import platform
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from functools import lru_cache
+
+import pandas as pd
+
+SCHEMA_VERSION = 1
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# tinygrad settings that change what is measured; recorded when set
+TINYGRAD_VARS = ("BEAM", "JITBEAM", "NOOPT", "CACHELEVEL", "IGNORE_BEAM_CACHE", "DEBUG", "JIT", "OPTIM_DTYPE")
+
+
+@dataclass
+class RunRecord:
+  agent: str
+  agent_target: str
+  agent_sha256: str
+  task: str
+  env_id: str
+  threshold: float
+  time_budget_s: float
+  step_budget: int
+  seed: int
+  role: str                 # "timed" | "cold-start"
+  kernel_cache: str         # "warm" | "cold"
+  device: str | None
+  status: str = "running"   # "solved" | "unsolved" (censored at a budget) | "failed" | "flagged"
+  solved: bool = False
+  time_to_threshold_s: float | None = None    # training clock at the confirmed checkpoint
+  censored_time_s: float | None = None        # = time_to_threshold_s, or the time budget if not solved
+  steps_to_threshold: int | None = None
+  steps: int = 0                               # last reported env steps
+  step_source: str = "referee"                 # "referee" (counting wrapper) | "agent" (self-reported)
+  confirmation_return: float | None = None
+  failure_reason: str | None = None
+  passes_untrained: bool = False
+  training_clock_s: float = 0.0                # clock when the run ended
+  curve: list = field(default_factory=list)    # [{"t", "steps", "return"}] at each evaluation
+  confirmations: list = field(default_factory=list)
+  breakdown: dict = field(default_factory=dict)
+  agent_profile: dict | None = None
+  eval_seed_root: int | None = None
+  fingerprint: dict = field(default_factory=dict)
+  git: dict = field(default_factory=dict)
+  tinygrad_env: dict = field(default_factory=dict)
+  timestamp: str = ""
+  schema_version: int = SCHEMA_VERSION
+
+  @classmethod
+  def start(cls, agent, task, seed: int, *, role: str, kernel_cache: str, device: str | None) -> "RunRecord":
+    return cls(agent=agent.name, agent_target=agent.target, agent_sha256=agent.source_sha256, task=task.name,
+               env_id=task.env_id, threshold=task.threshold, time_budget_s=task.time_budget_s, step_budget=task.step_budget,
+               seed=seed, role=role, kernel_cache=kernel_cache, device=device,
+               breakdown={"import_s": None, "construct_s": None, "eval_s": 0.0, "evaluations": 0},
+               fingerprint=hardware_fingerprint(), git=git_info(),
+               tinygrad_env={k: os.environ[k] for k in TINYGRAD_VARS if k in os.environ},
+               timestamp=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+  def add_eval(self, t: float, steps: int, ret: float) -> None:
+    self.curve.append({"t": round(t, 6), "steps": int(steps), "return": float(ret)})
+
+  def finish_solved(self, t: float, steps: int, confirm: float) -> None:
+    self.status, self.solved = "solved", True
+    self.time_to_threshold_s = self.censored_time_s = self.training_clock_s = t
+    self.steps_to_threshold, self.confirmation_return = int(steps), float(confirm)
+
+  def finish_unsolved(self, status: str, reason: str, t: float) -> None:
+    self.status, self.solved, self.failure_reason = status, False, reason
+    self.training_clock_s, self.censored_time_s = t, self.time_budget_s
+
+  def to_json(self) -> str: return json.dumps(asdict(self), default=float)
+
+
+class RecordWriter:
+  """Appends records to one JSON-lines file, flushing and fsyncing each, so that a crash or Ctrl-C
+  loses nothing that finished."""
+  def __init__(self, path: str):
+    self.path = path
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+
+  def write(self, rec: RunRecord) -> None:
+    with open(self.path, "a") as f:
+      f.write(rec.to_json() + "\n")
+      f.flush()
+      os.fsync(f.fileno())
+
+
+def read_records(paths: str | list[str]) -> list[dict]:
+  """Records from JSON-lines files, or every runs.jsonl below a directory."""
+  if isinstance(paths, str):
+    paths = sorted(glob.glob(os.path.join(paths, "**", "*.jsonl"), recursive=True)) if os.path.isdir(paths) else [paths]
+  out = []
+  for p in paths:
+    with open(p) as f:
+      for i, line in enumerate(f, 1):
+        if not line.strip(): continue
+        r = json.loads(line)
+        if r.get("schema_version") != SCHEMA_VERSION:
+          raise ValueError(f"{p}:{i}: schema_version {r.get('schema_version')!r}, this loader reads {SCHEMA_VERSION}")
+        r["source_file"] = p
+        out.append(r)
+  return out
+
+
+def load_runs(paths: str | list[str]) -> pd.DataFrame:
+  """One row per run; nested fields flattened with dots (fingerprint.cpu, breakdown.eval_s, ...)."""
+  recs = read_records(paths)
+  if not recs: return pd.DataFrame()
+  curves = [r.pop("curve") for r in recs]
+  confirmations = [r.pop("confirmations") for r in recs]
+  df = pd.json_normalize(recs)
+  df["curve"], df["confirmations"] = curves, confirmations
+  return df
+
+
+def load_curves(paths: str | list[str] | pd.DataFrame) -> pd.DataFrame:
+  """Learning curves, tidy: one row per evaluation (agent, task, seed, role, t, steps, return)."""
+  runs = paths if isinstance(paths, pd.DataFrame) else load_runs(paths)
+  if runs.empty: return pd.DataFrame(columns=["agent", "task", "seed", "role", "t", "steps", "return"])
+  keys = ["agent", "task", "seed", "role", "kernel_cache", "timestamp"]
+  rows = [{**{k: run[k] for k in keys}, **pt} for _, run in runs.iterrows() for pt in run["curve"]]
+  return pd.DataFrame(rows)
+
+
+@lru_cache(maxsize=1)
+def _static_fingerprint() -> tuple:
+  cpu = platform.processor() or platform.machine()
+  try:
+    with open("/proc/cpuinfo") as f:
+      cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), cpu)
+  except OSError: pass
+  mem_gb = None
+  try: mem_gb = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+  except (ValueError, OSError): pass
+  gpu = None
+  try:
+    out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=10)
+    gpu = ", ".join(sorted(set(out.stdout.split("\n")) - {""})) or None
+  except (OSError, subprocess.SubprocessError): pass
+  return (("cpu", cpu), ("cores", os.cpu_count()), ("memory_gb", mem_gb), ("gpu", gpu),
+          ("python", platform.python_version()), ("os", platform.platform()), ("host", platform.node()))
+
+
+def hardware_fingerprint() -> dict:
+  return dict(_static_fingerprint())
+
+
+@lru_cache(maxsize=1)
+def _git() -> tuple:
+  def git(*args):
+    try: return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError): return ""
+  commit = git("rev-parse", "HEAD") or None
+  return (("commit", commit), ("dirty", bool(git("status", "--porcelain", "--untracked-files=no")) if commit else None))
+
+
+def git_info() -> dict:
+  return dict(_git())

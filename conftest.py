@@ -1,0 +1,124 @@
+"""pytest options of the benchmark (`pytest bench/ --help`, section "rlspeedrun"), and the session
+report: a summary table in the terminal, run records and a plot under results/."""
+from __future__ import annotations
+
+import os
+import platform
+from datetime import datetime
+
+import pytest
+
+DEFAULT_TIMER = "bench.clock.training_timer"
+KNOWN_DEVICES = ("CPU", "CUDA", "NV", "AMD", "METAL", "CL", "QCOM", "WEBGPU", "PYTHON", "NULL", "DSP", "DISK", "REMOTE")
+
+
+def pytest_addoption(parser):
+  g = parser.getgroup("rlspeedrun", "rlspeedrun benchmark (pytest bench/)")
+  g.addoption("--agent", action="append", default=[], metavar="AGENT",
+              help="agent to run: a reference/peer name (ppo, sb3-ppo), 'pkg.module:Class' or 'path/to/file.py:Class'; "
+                   "repeatable. Default: each task's reference agents")
+  g.addoption("--task", action="append", default=[], metavar="TASK", help="task to run (repeatable). Default: the tier's tasks")
+  g.addoption("--tier", default="quick", help="task tier (default: quick)")
+  g.addoption("--seeds", type=int, default=5, metavar="N", help="timed runs per (agent, task): seeds 0..N-1 (default: 5)")
+  g.addoption("--device", default="CPU", help="tinygrad device for the agent's process, as DEV= (CPU, CUDA, AMD, 'AMD:2', ...). Default: CPU")
+  g.addoption("--results-dir", default="results", help="where run records and plots go (default: results/)")
+  g.addoption("--cold-start", action=argparse_bool(), default=True,
+              help="also time one run per (agent, task) with an empty kernel cache, reported apart (default: on)")
+  g.addoption("--hang-timeout", type=float, default=300.0, metavar="S",
+              help="seconds without a reply from the agent's process (outside its time budget) before it is killed as hung")
+  g.addoption("--eval-seed", type=int, default=None, metavar="N",
+              help="fix the referee's evaluation seed root (to reproduce a run); default: secret, drawn per run")
+
+
+def argparse_bool():
+  import argparse
+  return argparse.BooleanOptionalAction
+
+
+def _check_device(device: str) -> None:
+  base = device.split(":")[0].upper()
+  if base not in KNOWN_DEVICES:
+    raise pytest.UsageError(f"unknown --device {device!r}: expected one of {', '.join(KNOWN_DEVICES)} (optionally ':N' or ':RENDERER')")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+  # pytest-benchmark's statistics are about time-to-threshold: its timer is the referee's training clock
+  if hasattr(config.option, "benchmark_timer") and "perf_counter" in str(config.option.benchmark_timer):
+    config.option.benchmark_timer = DEFAULT_TIMER
+  if config.getoption("--seeds") < 1: raise pytest.UsageError("--seeds must be at least 1")
+  _check_device(config.getoption("--device"))
+
+
+def pytest_generate_tests(metafunc):
+  if not {"agent_spec", "task"} <= set(metafunc.fixturenames): return
+  from bench.agent_api import AgentError, resolve_agent
+  from envs import get_task, tasks_in_tier
+  cfg = metafunc.config
+  try:
+    tasks = [get_task(t) for t in cfg.getoption("--task")] or tasks_in_tier(cfg.getoption("--tier"))
+    agent_names = cfg.getoption("--agent")
+    pairs = [(resolve_agent(a), t) for t in tasks for a in (agent_names or t.agents)]
+  except (KeyError, AgentError) as e:
+    raise pytest.UsageError(str(e).strip('"')) from None
+  metafunc.parametrize(("agent_spec", "task"), pairs, ids=[f"{a.name}-{t.name}" for a, t in pairs])
+
+
+class BenchSession:
+  """What one `pytest bench/` session shares: the referee's settings, the records file, the runs."""
+  def __init__(self, config):
+    from bench.records import RecordWriter
+    from bench.runner import RefereeConfig
+    self.config = config
+    self.referee = RefereeConfig(device=config.getoption("--device"), hang_timeout_s=config.getoption("--hang-timeout"),
+                                 eval_seed=config.getoption("--eval-seed"))
+    self.seeds = list(range(config.getoption("--seeds")))
+    self.cold_start = config.getoption("--cold-start")
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    self.dir = os.path.join(config.getoption("--results-dir"), f"{stamp}-{platform.node() or 'host'}")
+    self.writer = RecordWriter(os.path.join(self.dir, "runs.jsonl"))
+    self.records = []
+    self.reporter = config.pluginmanager.get_plugin("terminalreporter")
+
+  def progress(self, rec) -> None:
+    self.records.append(rec)
+    if rec.solved:
+      what = (f"solved in {rec.time_to_threshold_s:.2f} s, {rec.steps_to_threshold:,} steps "
+              f"(confirmation {rec.confirmation_return:.1f})")
+    else:
+      what = f"{rec.status.upper()} after {rec.training_clock_s:.2f} s, {rec.steps:,} steps: {rec.failure_reason.splitlines()[0]}"
+    line = f"[{rec.agent} · {rec.task} · seed {rec.seed} · {rec.kernel_cache} cache] {what}"
+    capman = self.config.pluginmanager.get_plugin("capturemanager")
+    if self.reporter and capman:
+      with capman.global_and_fixture_disabled():
+        self.reporter.ensure_newline()
+        self.reporter.write_line(line)
+    else:
+      print(line, flush=True)
+
+
+@pytest.fixture(scope="session")
+def bench_session(request):
+  return _session(request.config)
+
+
+def _session(config) -> BenchSession:
+  if not hasattr(config, "_rlspeedrun"): config._rlspeedrun = BenchSession(config)
+  return config._rlspeedrun
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+  bs = getattr(config, "_rlspeedrun", None)
+  if bs is None or not bs.records: return
+  from bench.report import summary_table, write_session_report
+  from bench.records import load_runs
+  tr = terminalreporter
+  tr.write_sep("=", "rlspeedrun: time-to-threshold (training clock, warm kernel cache)")
+  runs = load_runs(bs.writer.path)
+  tr.write_line(summary_table(runs).to_string(index=False))
+  png = write_session_report(runs, bs.dir)
+  tr.write_line(f"run records: {bs.writer.path}")
+  tr.write_line(f"plot:        {png}")
+  timer = str(getattr(config.option, "benchmark_timer", DEFAULT_TIMER))
+  if DEFAULT_TIMER not in timer:
+    tr.write_line(f"warning: --benchmark-timer is {timer}: pytest-benchmark's table is not time-to-threshold", yellow=True)

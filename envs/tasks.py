@@ -1,0 +1,85 @@
+"""Task definitions: what is solved, how it is judged, how long an agent may take.
+
+A task is data. Adding one means adding one `Task(...)` entry to `TASKS` below; the referee,
+the benchmark parametrization and the report pick it up from there. PROTOCOL.md explains the rules.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+
+from envs.counting import CountEpisodeSteps, CountVectorSteps
+
+
+@dataclass(frozen=True)
+class Task:
+  name: str                         # the task's id in records and on the command line
+  env_id: str                       # versioned gymnasium id
+  threshold: float                  # mean evaluation return that counts as solved
+  threshold_source: str             # where the number comes from
+  time_budget_s: float              # training-clock seconds before a run is censored
+  step_budget: int                  # env steps before a run is censored
+  eval_episodes: int = 10           # K episodes of a regular evaluation
+  confirm_episodes: int = 100       # episodes of the confirmation that turns a pass into a solve
+  eval_every_steps: int | None = None      # evaluation cadence in env steps ...
+  eval_every_seconds: float | None = None  # ... and/or in training-clock seconds (whichever comes first)
+  min_solve_rate: float = 0.9       # the benchmark test fails below this fraction of solved seeds
+  tiers: tuple[str, ...] = ()
+  agents: tuple[str, ...] = ()      # reference agents that run on this task by default
+  env_kwargs: dict[str, Any] = field(default_factory=dict)
+
+  def __post_init__(self):
+    if self.eval_every_steps is None and self.eval_every_seconds is None:
+      raise ValueError(f"task {self.name}: set eval_every_steps and/or eval_every_seconds")
+
+  # --- what an agent uses to build its training environments (steps are counted by the referee) ---
+  def make_env(self, **kwargs) -> gym.Env:
+    """One training environment (gymnasium API), wrapped so the referee counts its steps."""
+    return CountEpisodeSteps(gym.make(self.env_id, **{**self.env_kwargs, **kwargs}))
+
+  def make_vec(self, num_envs: int, vectorization_mode: str | None = None, **kwargs) -> gym.vector.VectorEnv:
+    """`num_envs` training environments as one gymnasium VectorEnv, steps counted by the referee.
+
+    vectorization_mode is gymnasium's: "sync", "async" or "vector_entry_point" (a native vectorized
+    implementation, where the environment has one); None picks the native one when it exists.
+    """
+    if vectorization_mode is None:
+      has_native = gym.spec(self.env_id).vector_entry_point is not None
+      vectorization_mode = "vector_entry_point" if has_native else "sync"
+    env = gym.make_vec(self.env_id, num_envs=num_envs, vectorization_mode=vectorization_mode,
+                       **{**self.env_kwargs, **kwargs})
+    return CountVectorSteps(env)
+
+  def spaces(self) -> tuple[gym.Space, gym.Space]:
+    env = gym.make(self.env_id, **self.env_kwargs)
+    try:
+      return env.observation_space, env.action_space
+    finally:
+      env.close()
+
+
+TASKS: dict[str, Task] = {t.name: t for t in [
+  Task(
+    name="CartPole-v1", env_id="CartPole-v1",
+    threshold=475.0, threshold_source="gymnasium reward_threshold",
+    time_budget_s=120.0, step_budget=500_000,
+    eval_episodes=10, confirm_episodes=100, eval_every_steps=2048,
+    min_solve_rate=0.9, tiers=("quick",), agents=("ppo",),
+  ),
+]}
+
+TIERS: tuple[str, ...] = ("quick",)
+
+
+def get_task(name: str) -> Task:
+  if name not in TASKS:
+    raise KeyError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}")
+  return TASKS[name]
+
+
+def tasks_in_tier(tier: str) -> list[Task]:
+  if tier not in TIERS:
+    raise KeyError(f"unknown tier {tier!r}; known tiers: {', '.join(TIERS)}")
+  return [t for t in TASKS.values() if tier in t.tiers]
