@@ -2,7 +2,7 @@
 commands over a pipe. It has no clock the referee trusts and no evaluation seeds.
 
 Commands (tuple, first item is the verb) and replies:
-  ("load", target, task_name)        -> ("loaded", info)           untimed
+  ("load", target, task)             -> ("loaded", info)           untimed (task: envs.Task)
   ("construct", seed)                -> ("ok",)                    timed: Agent(task, seed)
   ("train", until_steps, max_s)      -> ("trained", steps, info)   timed: advance train() until
                                          the counted steps reach until_steps or max_s pass locally
@@ -45,7 +45,6 @@ def _dist_version(name: str) -> str | None:
 def serve(conn: Connection) -> None:
   import numpy as np
   from bench.agent_api import AgentError, load_agent_class
-  from envs import get_task
   from envs.counting import STEPS
   info = _preload()
   agent, gen, task, agent_steps, phase = None, None, None, 0, "load"
@@ -65,8 +64,7 @@ def serve(conn: Connection) -> None:
     phase = verb
     try:
       if verb == "load":
-        target, task_name = args
-        task = get_task(task_name)
+        target, task = args
         t0 = time.perf_counter()
         cls = load_agent_class(target)
         info["import_s"] = time.perf_counter() - t0

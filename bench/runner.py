@@ -27,6 +27,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 class RefereeConfig:
   device: str | None = "CPU"          # tinygrad DEV= in the child; None leaves the environment alone
   hang_timeout_s: float = 300.0       # no reply for this long (outside the time budget) = hang
+  startup_timeout_s: float = 120.0    # process start, library and agent-module imports (untimed)
   eval_seed: int | None = None        # fixed evaluation seed root (reproductions); None = secret
   extra_env: dict[str, str] = field(default_factory=dict)
 
@@ -63,8 +64,8 @@ class Child:
       raise RunFailed("failed", f"agent process died during {what} ({self._exit()}){self._log_tail()}")
     if rep[0] == "error":
       _, phase, kind, message, tb = rep
-      label = "broke the agent interface" if kind == "interface" else "raised"
-      raise RunFailed("failed", f"agent {label} during {phase}: {message}\n{tb}")
+      if kind == "interface": raise RunFailed("failed", f"agent broke the interface during {phase}: {message}")
+      raise RunFailed("failed", f"agent raised during {phase}: {message}\n{tb}")
     return rep
 
   def _exit(self) -> str:
@@ -128,21 +129,28 @@ def run_one(agent: AgentSpec, task, seed: int, config: RefereeConfig, *, cache_d
 
   try:
     try:
-      info = child.request(("load", agent.target, task.name), config.hang_timeout_s, "start-up and import")[1]
+      info = child.request(("load", agent.target, task), config.startup_timeout_s, "start-up and import")[1]
     except TimeoutError:
-      raise RunFailed("failed", f"hang: agent process did not start within {config.hang_timeout_s:g} s")
+      raise RunFailed("failed", f"hang: agent process did not start within {config.startup_timeout_s:g} s")
     rec.fingerprint.update(tinygrad_version=info["tinygrad_version"], tinygrad_device=info["tinygrad_device"])
     br["import_s"] = info.get("import_s")
 
     timed(("construct", seed), "construction")
     br["construct_s"] = clock.elapsed
 
-    # the untrained policy: a pass here is flagged, never counted as a solve
-    ret0 = run_eval(task.eval_episodes)
-    rec.add_eval(0.0, 0, ret0)
-    if ret0 >= task.threshold:
+    def passes(steps: int) -> bool:
+      """A regular evaluation; a pass counts only if a confirmation evaluation (new seeds) agrees."""
+      rec.add_eval(clock.elapsed, steps, ret := run_eval(task.eval_episodes))
+      if ret < task.threshold: return False
+      confirm = run_eval(task.confirm_episodes)
+      rec.confirmations.append({"t": clock.elapsed, "steps": steps, "return": confirm})
+      return confirm >= task.threshold
+
+    # the untrained policy: a (confirmed) pass here is flagged, never counted as a solve
+    if passes(0):
       rec.passes_untrained = True
-      raise RunFailed("flagged", f"the untrained policy already passes (mean return {ret0:.1f} >= {task.threshold:g})")
+      raise RunFailed("flagged", f"the untrained policy already passes (confirmation return "
+                                 f"{rec.confirmations[-1]['return']:.1f} >= {task.threshold:g})")
 
     steps, last_eval_steps, last_eval_t = 0, 0, 0.0
     while True:
@@ -161,14 +169,9 @@ def run_one(agent: AgentSpec, task, seed: int, config: RefereeConfig, *, cache_d
             steps >= task.step_budget or rep[0] == "finished"
       if due:
         last_eval_steps, last_eval_t = steps, clock.elapsed
-        ret = run_eval(task.eval_episodes)
-        rec.add_eval(clock.elapsed, steps, ret)
-        if ret >= task.threshold:
-          confirm = run_eval(task.confirm_episodes)
-          rec.confirmations.append({"t": clock.elapsed, "steps": steps, "return": confirm})
-          if confirm >= task.threshold:
-            rec.finish_solved(clock.elapsed, steps, confirm)
-            return rec
+        if passes(steps):
+          rec.finish_solved(clock.elapsed, steps, rec.confirmations[-1]["return"])
+          return rec
       if steps >= task.step_budget:
         raise RunFailed("unsolved", f"step budget ({task.step_budget:,} steps) reached")
       if rep[0] == "finished":

@@ -34,7 +34,7 @@ class Suite:
     _, act_space = self.task.spaces()
     t = self.config.hang_timeout_s
     try:
-      child.request(("load", self.agent.target, self.task.name), t, "import")
+      child.request(("load", self.agent.target, self.task), max(t, self.config.startup_timeout_s), "import")
       child.request(("construct", WARMUP_SEED), t, "construction")
       for _ in range(2):
         for n, obs in obs_batches.items():

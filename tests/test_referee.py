@@ -1,0 +1,176 @@
+"""The referee: clock, evaluation, budgets, confirmation, faults. Agents are fakes with known behaviour."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+
+import numpy as np
+import pytest
+
+from bench.agent_api import AgentError, resolve_agent
+from bench.evaluation import EvalSeeds
+from bench.records import RecordWriter, load_runs
+from bench.runner import RefereeConfig, run_one
+from bench.suite import Suite
+from envs import Task
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TASK = Task(name="test-CartPole", env_id="CartPole-v1", threshold=475.0, threshold_source="gymnasium",
+            time_budget_s=30.0, step_budget=20_000, eval_episodes=5, confirm_episodes=20, eval_every_steps=1000)
+CONFIG = RefereeConfig(device="CPU", hang_timeout_s=2.0)
+
+
+def fake(name: str):
+  return resolve_agent(os.path.join(HERE, "fake_agents.py") + ":" + name)
+
+
+def run(name: str, seed: int = 0, task: Task = TASK, config: RefereeConfig = CONFIG):
+  return run_one(fake(name), task, seed, config)
+
+
+def test_scripted_agent_solves_with_confirmation():
+  rec = run("Scripted")
+  assert rec.status == "solved" and rec.solved
+  assert rec.steps_to_threshold == 2000          # learns after 2 updates of 1000 steps; evaluated every 1000
+  assert rec.step_source == "referee"
+  assert rec.confirmation_return == 500.0
+  assert [p["steps"] for p in rec.curve] == [0, 1000, 2000]
+  assert rec.curve[0]["return"] < 100           # the untrained policy is evaluated at step 0
+  assert rec.censored_time_s == rec.time_to_threshold_s > 0
+
+
+def test_clock_excludes_evaluation_and_counts_training():
+  rec = run("SleepyTrainer")
+  assert rec.solved
+  # 4 updates x 0.25 s of sleep in train(); evaluation (>1000 act calls x 3 ms) is excluded
+  assert 1.0 <= rec.time_to_threshold_s < 1.0 + 0.8
+  assert rec.breakdown["eval_s"] > 2.5
+
+
+def test_agent_that_tampers_with_its_clock_changes_nothing():
+  rec = run("ClockTamperer")
+  assert rec.solved
+  assert 1.0 <= rec.time_to_threshold_s < 1.8
+
+
+def test_pass_must_be_confirmed():
+  task = dataclasses.replace(TASK, step_budget=3000)
+  rec = run("LuckyPass", task=task)
+  assert rec.status == "unsolved" and not rec.solved
+  assert all(p["return"] >= 475 for p in rec.curve[1:])   # every regular evaluation passed ...
+  assert rec.confirmations and all(c["return"] < 475 for c in rec.confirmations)   # ... none was confirmed
+  assert "step budget" in rec.failure_reason
+
+
+def test_unconfirmed_pass_lets_training_continue():
+  rec = run("LuckyOnce")
+  assert rec.solved and rec.steps_to_threshold > 5000
+  assert rec.confirmations[0]["steps"] == 2000 and rec.confirmations[0]["return"] < 475
+
+
+def test_untrained_pass_is_flagged_not_solved():
+  rec = run("PassesUntrained")
+  assert rec.status == "flagged" and not rec.solved and rec.passes_untrained
+  assert "untrained" in rec.failure_reason and rec.confirmations[0]["steps"] == 0
+
+
+def test_unconfirmed_untrained_pass_is_not_flagged():
+  rec = run("LuckyPass", task=dataclasses.replace(TASK, step_budget=1000))
+  assert rec.status == "unsolved" and not rec.passes_untrained
+
+
+def test_step_budget_censors():
+  rec = run("NeverLearns", task=dataclasses.replace(TASK, step_budget=3000))
+  assert rec.status == "unsolved" and "step budget" in rec.failure_reason
+  assert 3000 <= rec.steps <= 4000           # stopped at the first yield past the budget
+  assert rec.curve[-1]["steps"] == rec.steps  # and evaluated there
+  assert rec.censored_time_s == TASK.time_budget_s and rec.time_to_threshold_s is None
+
+
+def test_time_budget_censors():
+  rec = run("SlowNeverLearns", task=dataclasses.replace(TASK, time_budget_s=1.0, step_budget=10**9))
+  assert rec.status == "unsolved" and "time budget" in rec.failure_reason
+  assert rec.censored_time_s == 1.0
+  assert rec.training_clock_s < 1.5
+
+
+@pytest.mark.parametrize("name, words", [
+  ("CrashesOnSeed1", "boom: simulated crash"),
+  ("CrashesInConstructor", "bad hyperparameter"),
+  ("HangsInTrain", "hang"),
+  ("HangsInAct", "hang"),
+  ("DiesInTrain", "SIGKILL"),
+  ("NaNActions", "non-finite"),
+  ("NaNSteps", "non-finite step count"),
+  ("NotAGenerator", "generator"),
+])
+def test_faults_are_recorded_as_failed_with_reason(name, words):
+  rec = run(name, seed=1)
+  assert rec.status == "failed" and not rec.solved
+  assert words in rec.failure_reason
+  assert rec.censored_time_s == TASK.time_budget_s
+
+
+def test_hang_is_killed_within_timeout():
+  import time
+  t0 = time.perf_counter()
+  rec = run("HangsInTrain", config=dataclasses.replace(CONFIG, hang_timeout_s=1.0))
+  assert rec.status == "failed" and time.perf_counter() - t0 < 20
+
+
+def test_crash_on_one_seed_other_seeds_go_on(tmp_path):
+  writer = RecordWriter(str(tmp_path / "runs.jsonl"))
+  suite = Suite(fake("CrashesOnSeed1"), TASK, CONFIG, writer)
+  try: recs = [suite.run(s) for s in range(3)]
+  finally: suite.close()
+  assert [r.status for r in recs] == ["solved", "failed", "solved"]
+  df = load_runs(str(tmp_path))
+  assert list(df["status"]) == ["solved", "failed", "solved"]      # every run on disk, in order
+  assert "boom" in df.loc[1, "failure_reason"]
+
+
+@pytest.mark.parametrize("name, words", [
+  ("WrongShape", "shape"),
+  ("FloatActions", "integer actions"),
+  ("NoAct", "lacks method(s): act"),
+])
+def test_malformed_agent_gets_one_clear_error_before_timing(name, words, tmp_path):
+  writer = RecordWriter(str(tmp_path / "runs.jsonl"))
+  suite = Suite(fake(name), TASK, CONFIG, writer)
+  try:
+    with pytest.raises(AgentError, match=re.escape(words)):
+      suite.warm_up()
+  finally:
+    suite.close()
+  assert not os.path.exists(writer.path)       # nothing was timed or recorded
+
+
+def test_agent_cannot_see_evaluation_seeds(tmp_path, monkeypatch):
+  snoop = tmp_path / "seen.txt"
+  monkeypatch.setenv("SNOOP_FILE", str(snoop))
+  root = 987_654_321_123
+  rec = run("SeedSnoop", config=dataclasses.replace(CONFIG, eval_seed=root))
+  assert rec.solved and rec.eval_seed_root == root
+  seen = snoop.read_text()
+  seeds = EvalSeeds(root)
+  secret = [root] + [s for _ in range(6) for s in seeds.next(TASK.confirm_episodes)]
+  assert len(seen) > 1000
+  assert not [s for s in secret if str(s) in seen]
+
+
+def test_eval_seeds_are_secret_by_default_and_disjoint():
+  a, b = run("Scripted"), run("Scripted")
+  assert a.eval_seed_root != b.eval_seed_root
+  s = EvalSeeds(1)
+  first, second = s.next(10), s.next(10)
+  assert len(set(first) | set(second)) == 20
+
+
+def test_unknown_agent_is_a_clear_error():
+  with pytest.raises(AgentError, match="unknown agent"):
+    resolve_agent("no-such-agent")
+  with pytest.raises(AgentError, match="no such file"):
+    resolve_agent("nowhere/entry.py:Agent")
+  with pytest.raises(AgentError, match="cannot find module"):
+    resolve_agent("no_such_pkg.mod:Agent")
