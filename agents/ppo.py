@@ -78,12 +78,15 @@ class PPO:
     m3 = np.zeros((2 * H, A + 1), np.float32); m3[:H, :A] = m3[H:, A:] = 1
     self.m2, self.m3 = Tensor(m2).realize(), Tensor(m3).realize()
     self.theta = Tensor(flat).realize()
-    self.adam_m, self.adam_v = Tensor.zeros_like(self.theta).contiguous().realize(), Tensor.zeros_like(self.theta).contiguous().realize()
-    self.adam_t = Tensor([0.0]).realize()
+    self.adam_mv = Tensor.zeros(2, len(flat)).contiguous().realize()
+    self.betas = Tensor([[0.9], [0.999]]).realize()
+    self.adam_t = 0
 
     # --- persistent, fixed-shape input buffers for the jitted functions ---
-    self.obs_in = Tensor.zeros(cfg.num_envs, O).contiguous().realize()
+    self.act_in = Tensor.zeros(cfg.num_envs, O + A).contiguous().realize()   # [obs | Gumbel noise]
+    self.act_x = np.zeros((cfg.num_envs, O + A), np.float32)
     self.act_out = np.zeros((cfg.num_envs, 3), np.float32)
+    self.lr_in = Tensor([cfg.lr]).realize()
     self.mb_obs = Tensor.zeros(self.mb, O).contiguous().realize()
     self.mb_data = Tensor.zeros(self.mb, 5).contiguous().realize()   # action, old logp, advantage, return, weight
     self._act = TinyJit(self._act_fn)
@@ -107,41 +110,34 @@ class PPO:
     out = h @ (p["w3"] * self.m3) + p["b3"]
     return out[:, :self.n_actions], out[:, self.n_actions]
 
-  def _act_fn(self, obs: Tensor) -> Tensor:
-    logits, value = self._forward(obs)
-    logp_all = logits.log_softmax()
-    gumbel = -(-Tensor.rand(*logits.shape).clamp(1e-12, 1.0).log()).log()
-    action = (logits + gumbel).argmax(-1)
-    logp = (logp_all * action.one_hot(self.n_actions)).sum(-1)
+  def _act_fn(self, x: Tensor) -> Tensor:
+    """x = [obs | Gumbel noise] (noise drawn in numpy: no RNG kernels). Returns [action, logp, value]."""
+    logits, value = self._forward(x[:, :self.obs_dim])
+    action = (logits + x[:, self.obs_dim:]).argmax(-1)
+    logp = (logits.log_softmax() * action.one_hot(self.n_actions)).sum(-1)
     return Tensor.stack(action.float(), logp, value, dim=1).contiguous().realize()
 
-  def _update_fn(self, mb_obs: Tensor, mb_data: Tensor) -> Tensor:
+  def _update_fn(self, obs: Tensor, data: Tensor, lr_t: Tensor) -> Tensor:
+    """One minibatch step of PPO's clipped loss and Adam. data = [action, old logp, advantage,
+    return, weight]; lr_t is the bias-corrected Adam step size, set from numpy per call."""
     cfg = self.cfg
-    b1, b2 = 0.9, 0.999
-    obs, data = mb_obs, mb_data
-    if True:
-      action, old_logp, adv, ret, w = (data[:, k] for k in range(5))
-      w = w / w.sum().maximum(1.0)            # masked mean: reset steps carry weight 0
-      logits, value = self._forward(obs)
-      logp_all = logits.log_softmax()
-      logp = (logp_all * action.cast(dtypes.int32).one_hot(self.n_actions)).sum(-1)
-      ratio = (logp - old_logp).exp()
-      pg_loss = -(Tensor.minimum(ratio * adv, ratio.clip(1 - cfg.clip, 1 + cfg.clip) * adv) * w).sum()
-      v_loss = 0.5 * (((value - ret) ** 2) * w).sum()
-      entropy = -((logp_all.exp() * logp_all).sum(-1) * w).sum()
-      loss = pg_loss + cfg.vf_coef * v_loss - cfg.ent_coef * entropy
-      g, = loss.gradient(self.theta)
-      scale = (cfg.max_grad_norm / (g.square().sum().sqrt() + 1e-6)).minimum(1.0).contiguous()
-      g = (g * scale).contiguous()
-      self.adam_t.assign(self.adam_t + 1)
-      self.adam_m.assign(b1 * self.adam_m + (1 - b1) * g)
-      self.adam_v.assign(b2 * self.adam_v + (1 - b2) * g * g)
-      mhat = self.adam_m / (1 - b1 ** self.adam_t)
-      vhat = self.adam_v / (1 - b2 ** self.adam_t)
-      self.theta.assign(self.theta.detach() - cfg.lr * mhat / (vhat.sqrt() + cfg.adam_eps))
-      stats = Tensor.stack(pg_loss, v_loss, entropy)
-      Tensor.realize(self.theta, self.adam_m, self.adam_v, self.adam_t, stats)
-    return stats
+    action, old_logp, adv, ret, w = (data[:, k] for k in range(5))
+    w = w / w.sum().maximum(1.0)            # masked mean: autoreset steps carry weight 0
+    logits, value = self._forward(obs)
+    logp_all = logits.log_softmax()
+    logp = (logp_all * action.cast(dtypes.int32).one_hot(self.n_actions)).sum(-1)
+    ratio = (logp - old_logp).exp()
+    pg_loss = -(Tensor.minimum(ratio * adv, ratio.clip(1 - cfg.clip, 1 + cfg.clip) * adv) * w).sum()
+    v_loss = 0.5 * (((value - ret) ** 2) * w).sum()
+    loss = pg_loss + cfg.vf_coef * v_loss
+    if cfg.ent_coef: loss = loss - cfg.ent_coef * (-((logp_all.exp() * logp_all).sum(-1) * w).sum())
+    g, = loss.gradient(self.theta)
+    g = g * (cfg.max_grad_norm / (g.square().sum().sqrt() + 1e-6)).minimum(1.0)
+    # Adam with both moments in one (2, P) buffer: one kernel for the moments, one for the weights
+    self.adam_mv.assign(self.adam_mv * self.betas + (1 - self.betas) * Tensor.stack(g, g * g))
+    self.theta.assign(self.theta.detach() - lr_t * self.adam_mv[0] / (self.adam_mv[1].sqrt() + cfg.adam_eps))
+    Tensor.realize(self.adam_mv, self.theta)
+    return self.theta
 
   # --- the referee's evaluation calls this: greedy actions for any batch size ---
   def act(self, obs: np.ndarray) -> np.ndarray:
@@ -156,8 +152,10 @@ class PPO:
   def _sample(self, obs: np.ndarray) -> np.ndarray:
     if obs.shape != (self.cfg.num_envs, self.obs_dim):
       raise ValueError(f"sample expects obs of shape {(self.cfg.num_envs, self.obs_dim)}, got {obs.shape}")
-    _copyin(self.obs_in, obs)
-    return _copyout(self._act(self.obs_in), self.act_out)
+    self.act_x[:, :self.obs_dim] = obs
+    self.act_x[:, self.obs_dim:] = self.rng.gumbel(size=(self.cfg.num_envs, self.n_actions))
+    _copyin(self.act_in, self.act_x)
+    return _copyout(self._act(self.act_in), self.act_out)
 
   def train(self):
     cfg, N, T, prof = self.cfg, self.cfg.num_envs, self.cfg.num_steps, self.profile
@@ -203,16 +201,17 @@ class PPO:
         mb_obs, mb_data = obs_buf.reshape(-1, O)[perm], data[perm].astype(np.float32)
         prof["gae_s"] += time.perf_counter() - t0
         # --- one jitted call: every epoch and minibatch ---
-        self.last_stats = self._timed("update_s", "first_update_s", self._learn, mb_obs, mb_data)
+        self._timed("update_s", "first_update_s", self._learn, mb_obs, mb_data)
         prof["updates"] += 1
         yield steps
 
-  def _learn(self, mb_obs: np.ndarray, mb_data: np.ndarray) -> np.ndarray:
+  def _learn(self, mb_obs: np.ndarray, mb_data: np.ndarray) -> None:
     for i in range(len(mb_obs)):
+      self.adam_t += 1
+      _copyin(self.lr_in, np.array([self.cfg.lr * (1 - 0.999**self.adam_t) ** 0.5 / (1 - 0.9**self.adam_t)], np.float32))
       _copyin(self.mb_obs, mb_obs[i])
       _copyin(self.mb_data, mb_data[i])
-      stats = self._update(self.mb_obs, self.mb_data)
-    return stats.numpy()
+      self._update(self.mb_obs, self.mb_data, self.lr_in)
 
   def _timed(self, key: str, first_key: str, fn, *args):
     t0 = time.perf_counter()

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Set up rlspeedrun on a fresh Debian machine with Python 3.11: system packages (clang, which
+# tinygrad's CPU backend compiles kernels with), a virtual environment in .venv, the package.
+#   bash scripts/setup.sh            # core
+#   EXTRAS=peers bash scripts/setup.sh   # also Stable-Baselines3 + torch, for the peer comparison
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+
+if ! command -v clang >/dev/null 2>&1; then
+  echo "setup: installing clang (tinygrad's CPU backend needs it)"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq clang >/dev/null
+fi
+
+if ! "$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1; then
+  echo "setup: installing python3-venv"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-venv >/dev/null
+fi
+
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+if [ -n "${EXTRAS:-}" ]; then
+  # for `peers`: install a CPU build of torch into .venv first if you do not want pip's default build
+  .venv/bin/python -m pip install -q -e ".[$EXTRAS]"
+else
+  .venv/bin/python -m pip install -q -e .
+fi
+.venv/bin/python -c "import tinygrad, gymnasium; from tinygrad import Tensor; assert (Tensor([1.0, 2.0]) * 2).tolist() == [2.0, 4.0]" \
+  && echo "setup: ok ($(.venv/bin/python --version), tinygrad $(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("tinygrad"))'))"
