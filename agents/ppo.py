@@ -5,9 +5,12 @@ CleanRL-style: hyperparameters in a dataclass, the training loop in `train()`. W
 - weights are initialised in numpy and copied in: no init kernels to schedule and compile;
 - actor and critic are one block-diagonal MLP (obs -> 2H -> 2H -> A+1), so every layer is one
   matmul for both networks; the masks keep the two networks independent;
-- all parameters live in one flat buffer, so Adam is three elementwise kernels, not three per tensor;
-- one TinyJit call samples actions for all envs; one TinyJit call runs the whole update (every
-  epoch and minibatch) on a fixed-shape batch; GAE and shuffling are done in numpy between them;
+- all parameters live in one flat buffer and both Adam moments in another, so Adam is two
+  elementwise kernels, not three per tensor;
+- one TinyJit call samples actions for all envs (Gumbel noise comes in with the observations);
+  one TinyJit call per minibatch does the loss, backward and Adam; every jitted input is a
+  persistent fixed-shape buffer written in place (no new Tensors, no `.numpy()` copy kernels);
+- GAE and shuffling are done in numpy between them;
 - many envs (gymnasium's native vectorized CartPole) and few, large updates.
 """
 from __future__ import annotations
@@ -180,18 +183,9 @@ class PPO:
           steps += int((~autoreset).sum())
           autoreset = term | trunc
           out = self._timed("act_s", "first_act_s", self._sample, obs)   # also bootstraps the last step
-        # --- GAE in numpy; a truncated episode bootstraps from V(final obs), which the next act call
-        #     computed (next-step autoreset hands the final obs back first); reset steps are masked ---
+        # --- GAE in numpy, then shuffle into fixed-shape minibatches ---
         t0 = time.perf_counter()
-        next_val = out[:, 2]
-        adv = np.zeros((T, N), np.float32)
-        gae = np.zeros(N, np.float32)
-        for t in reversed(range(T)):
-          nv = val_buf[t + 1] if t + 1 < T else next_val
-          delta = rew_buf[t] + cfg.gamma * nv * ~term_buf[t] - val_buf[t]
-          gae = delta + cfg.gamma * cfg.gae_lambda * ~(term_buf[t] | trunc_buf[t]) * gae
-          gae *= valid_buf[t]
-          adv[t] = gae
+        adv = gae(rew_buf, val_buf, out[:, 2], term_buf, trunc_buf, valid_buf, cfg.gamma, cfg.gae_lambda)
         ret = adv + val_buf
         w = valid_buf.astype(np.float32)
         valid = valid_buf.ravel()
@@ -200,7 +194,7 @@ class PPO:
         perm = np.concatenate([self.rng.permutation(self.batch) for _ in range(cfg.epochs)]).reshape(E, M)
         mb_obs, mb_data = obs_buf.reshape(-1, O)[perm], data[perm].astype(np.float32)
         prof["gae_s"] += time.perf_counter() - t0
-        # --- one jitted call: every epoch and minibatch ---
+        # --- epochs x minibatches of jitted PPO steps ---
         self._timed("update_s", "first_update_s", self._learn, mb_obs, mb_data)
         prof["updates"] += 1
         yield steps
@@ -220,6 +214,23 @@ class PPO:
     if self.profile[first_key] == 0.0: self.profile[first_key] = dt
     else: self.profile[key] += dt
     return out
+
+
+def gae(rew, val, last_val, term, trunc, valid, gamma: float, lam: float) -> np.ndarray:
+  """Generalized advantage estimates for a (T, N) rollout with gymnasium's next-step autoreset.
+
+  val[t] = V(obs the agent acted on at t); last_val = V(obs after the last step). A terminated step
+  does not bootstrap; a truncated one bootstraps from V(final obs) -- with next-step autoreset that
+  final obs is what the agent acts on at t+1 (the step that only resets, valid=False), so val[t+1]
+  (or last_val) holds it. Invalid (reset-only) steps get advantage 0 and cut the recursion."""
+  T = len(rew)
+  adv, running = np.zeros_like(rew, dtype=np.float32), np.zeros(rew.shape[1], np.float32)
+  for t in reversed(range(T)):
+    next_val = val[t + 1] if t + 1 < T else last_val
+    delta = rew[t] + gamma * next_val * ~term[t] - val[t]
+    running = (delta + gamma * lam * ~(term[t] | trunc[t]) * running) * valid[t]
+    adv[t] = running
+  return adv
 
 
 def _copyout(t: Tensor, out: np.ndarray) -> np.ndarray:

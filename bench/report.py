@@ -103,6 +103,9 @@ def write_session_report(runs: pd.DataFrame, out_dir: str) -> str | None:
 
 def main(argv: list[str]) -> int:
   src = argv[0] if argv else "results"
+  if not os.path.exists(src):
+    print(f"no such file or directory: {src}", file=sys.stderr)
+    return 1
   runs = load_runs(src)
   if runs.empty:
     print(f"no run records under {src}", file=sys.stderr)

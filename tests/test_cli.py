@@ -1,0 +1,98 @@
+"""`pytest bench/` end to end, in a subprocess: options, pytest-benchmark's numbers, failures, Ctrl-C."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from bench.records import load_runs
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def bench(*args, results, timeout=300):
+  cmd = [sys.executable, "-m", "pytest", "bench/", "-p", "no:cacheprovider", "--results-dir", str(results), *args]
+  return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("args, message", [
+  (["--agent", "no-such-agent"], "unknown agent 'no-such-agent'"),
+  (["--agent", "missing/entry.py:Agent"], "no such file"),
+  (["--task", "Pong-v9"], "unknown task 'Pong-v9'"),
+  (["--tier", "galactic"], "unknown tier 'galactic'"),
+  (["--device", "TPU"], "unknown --device 'TPU'"),
+  (["--seeds", "0"], "--seeds must be at least 1"),
+])
+def test_bad_options_give_one_clear_message(args, message, tmp_path):
+  r = bench(*args, results=tmp_path)
+  assert r.returncode not in (0, 1), r.stdout + r.stderr
+  assert message in r.stdout + r.stderr
+  assert not list(tmp_path.iterdir())       # nothing ran, nothing written
+
+
+def test_benchmark_statistics_are_time_to_threshold(tmp_path):
+  out = tmp_path / "bench.json"
+  r = bench("--agent", "tests/fake_agents.py:SleepyTrainer", "--seeds", "2", "--no-cold-start",
+            f"--benchmark-json={out}", results=tmp_path / "results")
+  assert r.returncode == 0, r.stdout + r.stderr
+  runs = load_runs(str(tmp_path / "results"))
+  assert list(runs["role"]) == ["timed", "timed"] and runs["solved"].all()
+  stats = json.loads(out.read_text())["benchmarks"][0]
+  ttt = sorted(runs["time_to_threshold_s"])
+  assert stats["stats"]["rounds"] == 2
+  assert stats["stats"]["min"] == pytest.approx(ttt[0], abs=1e-9) and stats["stats"]["max"] == pytest.approx(ttt[1], abs=1e-9)
+  assert 1.0 <= ttt[0] < 1.8                 # 4 x 0.25 s of training; slow evaluation excluded
+  assert stats["extra_info"]["solved"] == 2 and stats["extra_info"]["time_to_threshold_s"] == list(runs["time_to_threshold_s"])
+  assert "[SleepyTrainer · CartPole-v1 · seed 1 · warm cache] solved in" in r.stdout
+  assert "solved/seeds" in r.stdout and "2/2" in r.stdout
+  assert list((tmp_path / "results").glob("*/time_to_threshold.png"))
+
+
+def test_solve_rate_below_the_bar_fails_and_keeps_every_record(tmp_path):
+  r = bench("--agent", "tests/fake_agents.py:CrashesOnSeed1", "--seeds", "2", results=tmp_path)
+  assert r.returncode == 1, r.stdout + r.stderr
+  assert "solved CartPole-v1 on 1/2 seeds" in r.stdout and "boom: simulated crash" in r.stdout
+  runs = load_runs(str(tmp_path))
+  assert list(zip(runs["role"], runs["seed"], runs["status"])) == \
+    [("cold-start", 0, "solved"), ("timed", 0, "solved"), ("timed", 1, "failed")]
+
+
+def test_malformed_agent_fails_before_any_timed_run(tmp_path):
+  r = bench("--agent", "tests/fake_agents.py:WrongShape", "--seeds", "2", results=tmp_path)
+  assert r.returncode == 1
+  assert "WrongShape on CartPole-v1: act() returned shape (10, 2), expected (10,)" in r.stdout
+  assert not list(tmp_path.glob("*/runs.jsonl"))
+
+
+def _children() -> set[int]:
+  out = subprocess.run(["pgrep", "-f", "bench.child"], capture_output=True, text=True).stdout
+  return {int(p) for p in out.split()}
+
+
+def test_ctrl_c_keeps_finished_records_and_kills_the_agent(tmp_path):
+  before = _children()
+  # three quick Scripted runs, then SlowNeverLearns, whose runs last until a budget runs out
+  cmd = [sys.executable, "-m", "pytest", "bench/", "-p", "no:cacheprovider", "--results-dir", str(tmp_path), "--seeds", "3",
+         "--no-cold-start", "--agent", "tests/fake_agents.py:Scripted", "--agent", "tests/fake_agents.py:SlowNeverLearns"]
+  proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  deadline = time.time() + 120
+  while time.time() < deadline:
+    files = list(tmp_path.glob("*/runs.jsonl"))
+    if files and len(files[0].read_text().splitlines()) >= 3 and _children() - before:
+      break
+    time.sleep(0.2)
+  else:
+    proc.kill(); pytest.fail("the Scripted runs did not finish in time")
+  time.sleep(1.0)                          # the first SlowNeverLearns run is under way
+  proc.send_signal(signal.SIGINT)
+  out, _ = proc.communicate(timeout=60)
+  assert proc.returncode != 0
+  runs = load_runs(str(tmp_path))
+  assert list(runs["agent"]) == ["Scripted"] * 3 and runs["solved"].all()   # finished runs kept, on disk
+  time.sleep(0.5)
+  assert not (_children() - before), "agent process left running"
