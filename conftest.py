@@ -2,6 +2,7 @@
 report: a summary table in the terminal, run records and a plot under results/."""
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 from datetime import datetime
@@ -22,17 +23,12 @@ def pytest_addoption(parser):
   g.addoption("--seeds", type=int, default=5, metavar="N", help="timed runs per (agent, task): seeds 0..N-1 (default: 5)")
   g.addoption("--device", default="CPU", help="tinygrad device for the agent's process, as DEV= (CPU, CUDA, AMD, 'AMD:2', ...). Default: CPU")
   g.addoption("--results-dir", default="results", help="where run records and plots go (default: results/)")
-  g.addoption("--cold-start", action=argparse_bool(), default=True,
+  g.addoption("--cold-start", action=argparse.BooleanOptionalAction, default=True,
               help="also time one run per (agent, task) with an empty kernel cache, reported apart (default: on)")
   g.addoption("--hang-timeout", type=float, default=300.0, metavar="S",
               help="seconds without a reply from the agent's process (outside its time budget) before it is killed as hung")
   g.addoption("--eval-seed", type=int, default=None, metavar="N",
               help="fix the referee's evaluation seed root (to reproduce a run); default: secret, drawn per run")
-
-
-def argparse_bool():
-  import argparse
-  return argparse.BooleanOptionalAction
 
 
 def _check_device(device: str) -> None:

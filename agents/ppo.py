@@ -3,8 +3,10 @@
 CleanRL-style: hyperparameters in a dataclass, the training loop in `train()`. What makes it fast
 (see ../PROTOCOL.md for how it is timed, and the profile it leaves in `self.profile`):
 - weights are initialised in numpy and copied in: no init kernels to schedule and compile;
-- actor and critic are one block-diagonal MLP (obs -> 2H -> 2H -> A+1), so every layer is one
-  matmul for both networks; the masks keep the two networks independent;
+- actor and critic are one block-diagonal MLP (obs -> 2H [-> 2H ...] -> A+1), so every layer is
+  one matmul for both networks; masks keep the two networks independent. One hidden layer (the
+  default) halves the kernels to schedule and compile in each fresh process against two, which is
+  most of the time-to-threshold on CartPole;
 - all parameters live in one flat buffer and both Adam moments in another, so Adam is two
   elementwise kernels, not three per tensor;
 - one TinyJit call samples actions for all envs (Gumbel noise comes in with the observations);
@@ -28,11 +30,12 @@ class Config:
   num_envs: int = 32
   num_steps: int = 32            # rollout length per env; batch = num_envs * num_steps
   hidden: int = 32
+  layers: int = 1                # hidden layers of actor and critic each
   gamma: float = 0.99
   gae_lambda: float = 0.95
   epochs: int = 4
   minibatches: int = 4
-  lr: float = 2.5e-3
+  lr: float = 1e-2               # high, with grad-norm clipping: fewer updates to the threshold
   clip: float = 0.2
   ent_coef: float = 0.0
   vf_coef: float = 0.5
@@ -67,19 +70,29 @@ class PPO:
                     "first_act_s": 0.0, "first_update_s": 0.0, "updates": 0}
     t0 = time.perf_counter()
 
-    # --- one flat parameter vector; layout (name, shape) ---
+    # --- actor and critic as one block-diagonal MLP in one flat parameter vector ---
+    # layer 0: obs -> [actor H | critic H]; hidden layers: block-diagonal 2H -> 2H; head: actor H -> A
+    # logits, critic H -> 1 value. Masks zero the cross blocks, so the two networks stay independent.
     H, O, A = cfg.hidden, self.obs_dim, self.n_actions
-    self.layout = [("w1", (O, 2 * H)), ("b1", (2 * H,)), ("w2", (2 * H, 2 * H)), ("b2", (2 * H,)),
-                   ("w3", (2 * H, A + 1)), ("b3", (A + 1,))]
-    blocks = {"w1": np.concatenate([_orthogonal(self.rng, O, H, 2**0.5), _orthogonal(self.rng, O, H, 2**0.5)], 1),
-              "w2": np.zeros((2 * H, 2 * H), np.float32), "w3": np.zeros((2 * H, A + 1), np.float32)}
-    blocks["w2"][:H, :H], blocks["w2"][H:, H:] = _orthogonal(self.rng, H, H, 2**0.5), _orthogonal(self.rng, H, H, 2**0.5)
-    blocks["w3"][:H, :A], blocks["w3"][H:, A:] = _orthogonal(self.rng, H, A, 0.01), _orthogonal(self.rng, H, 1, 1.0)
-    flat = np.concatenate([blocks.get(n, np.zeros(s, np.float32)).ravel() for n, s in self.layout]).astype(np.float32)
-    # masks that keep actor (first H units, first A outputs) and critic (the rest) separate
-    m2 = np.zeros((2 * H, 2 * H), np.float32); m2[:H, :H] = m2[H:, H:] = 1
-    m3 = np.zeros((2 * H, A + 1), np.float32); m3[:H, :A] = m3[H:, A:] = 1
-    self.m2, self.m3 = Tensor(m2).realize(), Tensor(m3).realize()
+    sizes = [O] + [2 * H] * cfg.layers + [A + 1]
+    self.layout, weights, masks = [], [], []
+    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+      self.layout += [(f"w{i}", (fan_in, fan_out)), (f"b{i}", (fan_out,))]
+      last = i == cfg.layers
+      a_out, gains = (A, (0.01, 1.0)) if last else (H, (2**0.5, 2**0.5))
+      w = np.zeros((fan_in, fan_out), np.float32)
+      if i == 0 and not last:
+        w[:, :H], w[:, H:] = _orthogonal(self.rng, O, H, gains[0]), _orthogonal(self.rng, O, H, gains[1])
+        masks.append(None)
+      else:
+        a_in = H if i else O
+        w[:a_in, :a_out] = _orthogonal(self.rng, a_in, a_out, gains[0])
+        w[a_in:, a_out:] = _orthogonal(self.rng, fan_in - a_in, fan_out - a_out, gains[1])
+        m = np.zeros_like(w); m[:a_in, :a_out] = m[a_in:, a_out:] = 1
+        masks.append(Tensor(m).realize())
+      weights += [w, np.zeros(fan_out, np.float32)]
+    self.masks = masks
+    flat = np.concatenate([w.ravel() for w in weights])
     self.theta = Tensor(flat).realize()
     self.adam_mv = Tensor.zeros(2, len(flat)).contiguous().realize()
     self.betas = Tensor([[0.9], [0.999]]).realize()
@@ -107,11 +120,11 @@ class PPO:
     return out
 
   def _forward(self, obs: Tensor) -> tuple[Tensor, Tensor]:
-    p = self._params()
-    h = (obs @ p["w1"] + p["b1"]).tanh()
-    h = (h @ (p["w2"] * self.m2) + p["b2"]).tanh()
-    out = h @ (p["w3"] * self.m3) + p["b3"]
-    return out[:, :self.n_actions], out[:, self.n_actions]
+    p, h = self._params(), obs
+    for i, mask in enumerate(self.masks):
+      h = h @ (p[f"w{i}"] if mask is None else p[f"w{i}"] * mask) + p[f"b{i}"]
+      if i < len(self.masks) - 1: h = h.tanh()
+    return h[:, :self.n_actions], h[:, self.n_actions]
 
   def _act_fn(self, x: Tensor) -> Tensor:
     """x = [obs | Gumbel noise] (noise drawn in numpy: no RNG kernels). Returns [action, logp, value]."""

@@ -6,7 +6,6 @@ import json
 import os
 import platform
 import subprocess
-import sys
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from functools import lru_cache

@@ -79,9 +79,10 @@ class Child:
     return f"; its output ended with:\n{tail}" if tail.strip() else ""
 
   def close(self) -> None:
+    """Ask the child to exit; kill its process group if it does not (it may be mid-update)."""
     try: self.conn.send(("close",))
     except OSError: pass
-    try: self.proc.wait(timeout=2)
+    try: self.proc.wait(timeout=0.5)
     except subprocess.TimeoutExpired: pass
     if self.proc.poll() is None:
       os.killpg(self.proc.pid, signal.SIGKILL)

@@ -52,14 +52,15 @@ def numpy_forward(agent, obs):
   p, off = {}, 0
   for name, shape in agent.layout:
     n = int(np.prod(shape)); p[name] = theta[off:off + n].reshape(shape); off += n
-  H, A = agent.cfg.hidden, agent.n_actions
-  def mlp(cols1, rows2, cols2, rows3, cols3):
-    h = np.tanh(obs @ p["w1"][:, cols1] + p["b1"][cols1])
-    h = np.tanh(h @ p["w2"][rows2, cols2] + p["b2"][cols2])
-    return h @ p["w3"][rows3, cols3] + p["b3"][cols3]
-  actor = mlp(slice(0, H), slice(0, H), slice(0, H), slice(0, H), slice(0, A))
-  critic = mlp(slice(H, 2 * H), slice(H, 2 * H), slice(H, 2 * H), slice(H, 2 * H), slice(A, A + 1))
-  return actor, critic[:, 0]
+  H, A, L = agent.cfg.hidden, agent.n_actions, agent.cfg.layers
+  def mlp(hidden: slice, out: slice):
+    h = obs
+    for i in range(L + 1):
+      rows, cols = (slice(None) if i == 0 else hidden), (hidden if i < L else out)
+      h = h @ p[f"w{i}"][rows, cols] + p[f"b{i}"][cols]
+      if i < L: h = np.tanh(h)
+    return h
+  return mlp(slice(0, H), slice(0, A)), mlp(slice(H, 2 * H), slice(A, A + 1))[:, 0]
 
 
 def test_act_is_greedy_for_any_batch_size(agent):
@@ -110,6 +111,7 @@ def test_training_keeps_actor_and_critic_separate_and_finite(agent):
   H, A = agent.cfg.hidden, agent.n_actions
   for name, shape in agent.layout:
     n = int(np.prod(shape)); w = theta[off:off + n].reshape(shape); off += n
-    if name == "w2": assert not w[:H, H:].any() and not w[H:, :H].any()      # cross blocks stay exactly 0
-    if name == "w3": assert not w[:H, A:].any() and not w[H:, :A].any()
+    if name.startswith("w") and name != "w0":      # cross blocks stay exactly 0
+      a = A if name == f"w{agent.cfg.layers}" else H
+      assert not w[:H, a:].any() and not w[H:, :a].any() and w[:H, :a].any() and w[H:, a:].any()
   assert agent.profile["updates"] == 3 and agent.profile["first_update_s"] > 0
