@@ -49,6 +49,11 @@ class SleepyTrainer(Scripted):
   steps_per_update, updates_to_learn, train_sleep_s, act_sleep_s = 1000, 4, 0.25, 0.003
 
 
+class SleepyFromEnv(SleepyTrainer):
+  """SleepyTrainer with its per-update sleep read from $TRAIN_SLEEP_S (a 'regression' on demand)."""
+  train_sleep_s = float(os.environ.get("TRAIN_SLEEP_S", "0.25"))
+
+
 class ClockTamperer(SleepyTrainer):
   """Freezes every clock in its own process, then trains for a known time."""
   def __init__(self, task, seed):

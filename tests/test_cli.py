@@ -53,6 +53,20 @@ def test_benchmark_statistics_are_time_to_threshold(tmp_path):
   assert list((tmp_path / "results").glob("*/time_to_threshold.png"))
 
 
+def test_benchmark_compare_fail_gates_on_time_to_threshold(tmp_path, monkeypatch):
+  """The regression gate a tinygrad CI would use: autosave a baseline, then compare a slower run."""
+  common = ["--agent", "tests/fake_agents.py:SleepyFromEnv", "--seeds", "2", "--no-cold-start",
+            f"--benchmark-storage=file://{tmp_path / 'storage'}"]
+  monkeypatch.setenv("TRAIN_SLEEP_S", "0.2")      # baseline: 4 x 0.2 s
+  assert bench(*common, "--benchmark-autosave", results=tmp_path / "r1").returncode == 0
+  monkeypatch.setenv("TRAIN_SLEEP_S", "0.2")      # same speed: passes the gate
+  same = bench(*common, "--benchmark-compare", "--benchmark-compare-fail=median:50%", results=tmp_path / "r2")
+  assert same.returncode == 0, same.stdout + same.stderr
+  monkeypatch.setenv("TRAIN_SLEEP_S", "0.5")      # 2.5x slower to the threshold: fails the gate
+  slow = bench(*common, "--benchmark-compare", "--benchmark-compare-fail=median:50%", results=tmp_path / "r3")
+  assert slow.returncode == 1 and "Performance has regressed" in slow.stdout + slow.stderr
+
+
 def test_solve_rate_below_the_bar_fails_and_keeps_every_record(tmp_path):
   r = bench("--agent", "tests/fake_agents.py:CrashesOnSeed1", "--seeds", "2", results=tmp_path)
   assert r.returncode == 1, r.stdout + r.stderr
