@@ -153,20 +153,21 @@ def run_one(agent: AgentSpec, task, seed: int, config: RefereeConfig, *, cache_d
       raise RunFailed("flagged", f"the untrained policy already passes (confirmation return "
                                  f"{rec.confirmations[-1]['return']:.1f} >= {task.threshold:g})")
 
+    # evaluations fall on a fixed grid: the first yield at or past each multiple of the cadence
+    every_n, every_t = task.eval_every_steps, task.eval_every_seconds
     steps, last_eval_steps, last_eval_t = 0, 0, 0.0
     while True:
-      targets = [task.step_budget]
-      if task.eval_every_steps: targets.append(last_eval_steps + task.eval_every_steps)
+      targets = [task.step_budget] + ([(last_eval_steps // every_n + 1) * every_n] if every_n else [])
       max_s = task.time_budget_s - clock.elapsed
-      if task.eval_every_seconds: max_s = min(max_s, last_eval_t + task.eval_every_seconds - clock.elapsed)
+      if every_t: max_s = min(max_s, (last_eval_t // every_t + 1) * every_t - clock.elapsed)
       rep = timed(("train", min(targets), max(max_s, 0.0)), "train()")
       steps, report = rep[1], rep[2]
       rec.steps, rec.step_source = steps, "referee" if report["counted_steps"] > 0 else "agent"
       rec.agent_profile = report["profile"]
       if clock.elapsed > task.time_budget_s:
         raise RunFailed("unsolved", f"time budget ({task.time_budget_s:g} s) ran out during train()")
-      due = (task.eval_every_steps and steps >= last_eval_steps + task.eval_every_steps) or \
-            (task.eval_every_seconds and clock.elapsed >= last_eval_t + task.eval_every_seconds) or \
+      due = (every_n and steps // every_n > last_eval_steps // every_n) or \
+            (every_t and clock.elapsed // every_t > last_eval_t // every_t) or \
             steps >= task.step_budget or rep[0] == "finished"
       if due:
         last_eval_steps, last_eval_t = steps, clock.elapsed

@@ -48,6 +48,14 @@ def test_clock_excludes_evaluation_and_counts_training():
   assert rec.breakdown["eval_s"] > 2.5
 
 
+def test_evaluation_cadence_in_training_seconds():
+  task = dataclasses.replace(TASK, eval_every_steps=None, eval_every_seconds=0.5)
+  rec = run("SleepyTrainer", task=task)   # yields every 0.25 s, learns after the 4th update
+  assert rec.solved
+  ts = [p["t"] for p in rec.curve]
+  assert len(ts) == 3 and 0.5 <= ts[1] < 0.9 and 1.0 <= ts[2] < 1.5   # first yields past 0.5 s and 1.0 s
+
+
 def test_agent_that_tampers_with_its_clock_changes_nothing():
   rec = run("ClockTamperer")
   assert rec.solved
