@@ -28,7 +28,7 @@ def make(seed, solved=True, t=2.0, role="timed", agent=AGENT):
 
 def test_records_round_trip_through_jsonl_and_pandas(tmp_path):
   w = RecordWriter(str(tmp_path / "s1" / "runs.jsonl"))
-  for i, rec in enumerate([make(0), make(1, t=3.0), make(2, solved=False)]): w.write(rec)
+  for rec in [make(0), make(1, t=3.0), make(2, solved=False)]: w.write(rec)
   lines = (tmp_path / "s1" / "runs.jsonl").read_text().splitlines()
   assert len(lines) == 3 and all(json.loads(l)["schema_version"] == SCHEMA_VERSION for l in lines)
   df = load_runs(str(tmp_path))

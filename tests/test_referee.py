@@ -5,7 +5,6 @@ import dataclasses
 import os
 import re
 
-import numpy as np
 import pytest
 
 from bench.agent_api import AgentError, resolve_agent
