@@ -12,11 +12,15 @@ import queue
 import threading
 
 import numpy as np
-import torch  # noqa: F401  (imported before the clock starts, like tinygrad for the reference agents)
-from stable_baselines3 import PPO
-from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.monitor import Monitor
-from stable_baselines3.common.vec_env import DummyVecEnv
+
+try:  # imported before the clock starts, like tinygrad for the reference agents
+  import torch  # noqa: F401
+  from stable_baselines3 import PPO
+  from stable_baselines3.common.callbacks import BaseCallback
+  from stable_baselines3.common.monitor import Monitor
+  from stable_baselines3.common.vec_env import DummyVecEnv
+except ImportError as e:
+  raise ImportError(f"the SB3 peers need the optional extra: pip install -e '.[peers]' ({e})") from e
 
 
 def linear(start: float):
