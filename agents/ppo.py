@@ -65,7 +65,6 @@ class PPO:
     self.mb = self.batch // cfg.minibatches
     assert self.batch % cfg.minibatches == 0, "num_envs*num_steps must divide into minibatches"
     self.rng = np.random.default_rng(seed)
-    Tensor.manual_seed(seed)
     self.profile = {"construct_s": 0.0, "env_s": 0.0, "act_s": 0.0, "gae_s": 0.0, "update_s": 0.0,
                     "first_act_s": 0.0, "first_update_s": 0.0, "updates": 0}
     t0 = time.perf_counter()
