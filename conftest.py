@@ -18,6 +18,12 @@ def pytest_addoption(parser):
   g.addoption("--agent", action="append", default=[], metavar="AGENT",
               help="agent to run: a reference/peer name (ppo, sb3-ppo), 'pkg.module:Class' or 'path/to/file.py:Class'; "
                    "repeatable. Default: each task's reference agents")
+  g.addoption("--with-references", action="store_true",
+              help="also run each task's reference agents beside the --agent entries (the comparison a bounty needs)")
+  g.addoption("--baseline", default=None, metavar="AGENT",
+              help="agent that the report compares every other agent with (default: the fastest reference agent per task)")
+  g.addoption("--force-compare", action="store_true",
+              help="give verdicts even when the compared runs' hardware fingerprints differ")
   g.addoption("--task", action="append", default=[], metavar="TASK", help="task to run (repeatable). Default: the tier's tasks")
   g.addoption("--tier", default="quick", help="task tier (default: quick)")
   g.addoption("--seeds", type=int, default=5, metavar="N", help="timed runs per (agent, task): seeds 0..N-1 (default: 5)")
@@ -54,7 +60,14 @@ def pytest_generate_tests(metafunc):
   try:
     tasks = [get_task(t) for t in cfg.getoption("--task")] or tasks_in_tier(cfg.getoption("--tier"))
     agent_names = cfg.getoption("--agent")
-    pairs = [(resolve_agent(a), t) for t in tasks for a in (agent_names or t.agents)]
+    pairs = []
+    for t in tasks:
+      names = list(t.agents) if cfg.getoption("--with-references") or not agent_names else []
+      names += [a for a in agent_names if a not in names]
+      specs = [resolve_agent(a) for a in names]
+      dup = {s.name for s in specs if sum(x.name == s.name for x in specs) > 1}
+      if dup: raise AgentError(f"two agents are called {', '.join(sorted(dup))}: name one with --agent NAME=AGENT")
+      pairs += [(s, t) for s in specs]
   except (KeyError, AgentError) as e:
     raise pytest.UsageError(str(e).strip('"')) from None
   metafunc.parametrize(("agent_spec", "task"), pairs, ids=[f"{a.name}-{t.name}" for a, t in pairs])
@@ -106,15 +119,20 @@ def _session(config) -> BenchSession:
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
   bs = getattr(config, "_rlspeedrun", None)
   if bs is None or not bs.records: return
-  from bench.report import summary_table, write_session_report
+  from bench.report import summary_table, verdict_table, write_report
   from bench.records import load_runs
   tr = terminalreporter
   tr.write_sep("=", "rlspeedrun: time-to-threshold (training clock, warm kernel cache)")
   runs = load_runs(bs.writer.path)
   tr.write_line(summary_table(runs).to_string(index=False))
-  png = write_session_report(runs, bs.dir)
+  report, comparisons, warns = write_report(runs, bs.dir, baseline=config.getoption("--baseline"),
+                                            force=config.getoption("--force-compare"), sources=bs.writer.path)
+  if len(comparisons):
+    tr.write_sep("-", "verdicts (bench/stats.py; PROTOCOL.md section 8)")
+    tr.write_line(verdict_table(comparisons).to_string(index=False).replace("**", ""))
+  for w in warns: tr.write_line(f"warning: {w}", yellow=True)
   tr.write_line(f"run records: {bs.writer.path}")
-  tr.write_line(f"plot:        {png}")
+  tr.write_line(f"report:      {report} (+ PNGs beside it)")
   timer = str(getattr(config.option, "benchmark_timer", DEFAULT_TIMER))
   if DEFAULT_TIMER not in timer:
     tr.write_line(f"warning: --benchmark-timer is {timer}: pytest-benchmark's table is not time-to-threshold", yellow=True)

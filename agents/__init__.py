@@ -8,4 +8,6 @@ REFERENCE_AGENTS: dict[str, str] = {
 # peers (other libraries, optional extra `peers`): "what a user would pick instead"
 PEER_AGENTS: dict[str, str] = {
   "sb3-ppo": "bench.peers.sb3:SB3PPO",
+  "sb3-dqn": "bench.peers.sb3:SB3DQN",
+  "sb3-sac": "bench.peers.sb3:SB3SAC",
 }

@@ -42,10 +42,28 @@ class AgentSpec:
     with open(self.source, "rb") as f: return hashlib.sha256(f.read()).hexdigest()
 
 
+ENTRY_POINT_GROUP = "rlspeedrun.agents"
+
+
+def installed_agents() -> dict[str, str]:
+  """Agents that installed packages register under the entry point group `rlspeedrun.agents`
+  (pyproject.toml: [project.entry-points."rlspeedrun.agents"] my-ppo = "my_pkg.agent:MyPPO")."""
+  from importlib.metadata import entry_points
+  return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
 def resolve_agent(spec: str) -> AgentSpec:
-  """'ppo' (a reference or peer name), 'package.module:Class', or 'path/to/file.py:Class'."""
+  """How an agent is named: 'ppo' (a reference or peer), 'my-ppo' (an installed entry point),
+  'package.module:Class', 'path/to/file.py:Class', any of these as 'NAME=...' to choose the name
+  that records and reports use. References and peers cannot be shadowed by an installed entry."""
   from agents import PEER_AGENTS, REFERENCE_AGENTS
-  known = {**REFERENCE_AGENTS, **PEER_AGENTS}
+  alias = None
+  if "=" in spec:
+    alias, spec = (part.strip() for part in spec.split("=", 1))
+    if not alias or not spec: raise AgentError(f"agent {alias}={spec}: expected NAME=AGENT")
+    if alias in REFERENCE_AGENTS or alias in PEER_AGENTS:
+      raise AgentError(f"agent name {alias!r} is taken by a reference/peer agent: choose another")
+  known = {**installed_agents(), **REFERENCE_AGENTS, **PEER_AGENTS}
   name, target = (spec, known[spec]) if spec in known else (None, spec)
   if ":" not in target:
     raise AgentError(f"unknown agent {spec!r}: use a known name ({', '.join(sorted(known))}), "
@@ -60,7 +78,7 @@ def resolve_agent(spec: str) -> AgentSpec:
     except (ImportError, ValueError): found = None
     if found is None or found.origin is None: raise AgentError(f"agent {spec!r}: cannot find module {where!r}")
     source = found.origin
-  return AgentSpec(name=name or cls, target=target, source=source)
+  return AgentSpec(name=alias or name or cls, target=target, source=source)
 
 
 def load_agent_class(target: str) -> type:

@@ -1,16 +1,31 @@
-"""Summary table and comparison plot of run records. `python -m bench.report [results_dir_or_jsonl]`."""
+"""The report: a Markdown page with PNGs, fit for a pull-request comment, from run records.
+
+    python -m bench.report results/                      # every session below results/, pooled
+    python -m bench.report results/<session> --baseline ppo --out report/
+
+Writes report.md (verdict table, summary, hardware, method), time_to_threshold.png, learning_curves.png,
+speedup.png, performance_profile.png and summary.csv. Statistics: bench/stats.py; rules: PROTOCOL.md.
+"""
 from __future__ import annotations
 
+import argparse
 import os
 import sys
+import warnings
 
 import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from scipy import stats  # noqa: E402
 
 from bench.records import load_curves, load_runs  # noqa: E402
+from bench.stats import ALPHA, compare_runs, performance_profile, pick_baseline  # noqa: E402
+
+VERDICT_COLORS = {"faster": "tab:green", "no significant difference": "tab:gray", "slower": "tab:red",
+                  "fails to solve": "black", "not comparable": "tab:orange"}
+PNGS = ("time_to_threshold.png", "learning_curves.png", "speedup.png", "performance_profile.png")
 
 
 def _censored_median(group: pd.DataFrame) -> str:
@@ -44,48 +59,116 @@ def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
   return pd.DataFrame(rows)
 
 
-def plot_runs(runs: pd.DataFrame, path: str) -> str:
-  """Top row: time-to-threshold per agent for each task (points = seeds, bar = median, x = unsolved,
-  drawn at the budget). Bottom row: evaluation return against training wall-clock, one line per seed,
-  threshold dashed."""
+def verdict_table(comparisons: pd.DataFrame) -> pd.DataFrame:
+  """The comparisons, formatted for people."""
+  return pd.DataFrame({
+    "task": comparisons["task"], "entry": comparisons["entry"], "baseline": comparisons["baseline"],
+    "solved (entry / baseline)": [f"{e:.0%} / {b:.0%}" for e, b in zip(comparisons["solve_rate_entry"], comparisons["solve_rate_baseline"])],
+    "median s (entry / baseline)": [f"{e:.2f} / {b:.2f}" for e, b in zip(comparisons["median_entry_s"], comparisons["median_baseline_s"])],
+    "IQM s (entry / baseline)": [f"{e:.2f} / {b:.2f}" for e, b in zip(comparisons["iqm_entry_s"], comparisons["iqm_baseline_s"])],
+    "speed-up [95% CI]": [f"{s:.2f}x [{lo:.2f}, {hi:.2f}]" for s, lo, hi in
+                          zip(comparisons["speedup"], comparisons["speedup_ci_low"], comparisons["speedup_ci_high"])],
+    "p (entry faster)": [f"{p:.2g}" for p in comparisons["p_faster"]],
+    "P(improvement)": [f"{p:.2f}" for p in comparisons["prob_improvement"]],
+    "runs": [f"{e} / {b}" for e, b in zip(comparisons["runs_entry"], comparisons["runs_baseline"])],
+    "verdict": [f"**{v}**" + (f" ({n})" if n else "") for v, n in zip(comparisons["verdict"], comparisons["notes"])],
+  })
+
+
+# ---------------------------------------------------------------------------------------------- plots
+def _colors(agents) -> dict:
+  return {a: plt.get_cmap("tab10")(i % 10) for i, a in enumerate(sorted(agents))}
+
+
+def _median_ci(x: np.ndarray) -> tuple[float, float]:
+  if len(x) < 2 or np.ptp(x) == 0: return float(np.median(x)), float(np.median(x))
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    ci = stats.bootstrap((x,), np.median, vectorized=True, method="percentile", n_resamples=5000,
+                         rng=np.random.default_rng(0)).confidence_interval
+  return float(ci.low), float(ci.high)
+
+
+def plot_time_to_threshold(runs: pd.DataFrame, path: str) -> str:
+  """One panel per task: each seed a point (x = unsolved, drawn at the budget), the median a bar
+  with its bootstrap 95 % CI, the budget dashed. Log scale: references and entries differ by 10x."""
   timed = runs[runs["role"] == "timed"]
-  tasks = sorted(timed["task"].unique())
-  agents = sorted(timed["agent"].unique())
-  colors = {a: plt.get_cmap("tab10")(i % 10) for i, a in enumerate(agents)}
-  fig, axes = plt.subplots(2, len(tasks), figsize=(max(6.0, 5.5 * len(tasks)), 8.5), squeeze=False)
-  curves = load_curves(timed)
-  for j, task in enumerate(tasks):
+  tasks, agents = sorted(timed["task"].unique()), sorted(timed["agent"].unique())
+  colors = _colors(agents)
+  fig, axes = plt.subplots(1, len(tasks), figsize=(max(6.5, 1.9 * len(agents) + 3.5) * len(tasks), 4.8), squeeze=False)
+  rng = np.random.default_rng(0)
+  for ax, task in zip(axes[0], tasks):
     g = timed[timed["task"] == task]
     budget, threshold = float(g["time_budget_s"].max()), float(g["threshold"].max())
-    ax = axes[0, j]
-    rng = np.random.default_rng(0)
-    for i, agent in enumerate(agents):
+    present = [a for a in agents if (g["agent"] == a).any()]
+    for i, agent in enumerate(present):
+      a = g[g["agent"] == agent]
+      s, u = a[a["solved"]], a[~a["solved"]]
+      ax.scatter(i + rng.uniform(-0.15, 0.15, len(s)), s["time_to_threshold_s"], color=colors[agent], alpha=0.75, zorder=3, s=22)
+      if len(u): ax.scatter(i + rng.uniform(-0.15, 0.15, len(u)), np.full(len(u), budget), marker="x", color="black", zorder=3)
+      t = a["censored_time_s"].to_numpy(float)
+      med, (lo, hi) = float(np.median(t)), _median_ci(t)
+      ax.hlines(med, i - 0.3, i + 0.3, color=colors[agent], linewidth=3, zorder=4)
+      ax.vlines(i + 0.3, lo, hi, color=colors[agent], linewidth=1.5)
+      ax.annotate(f"{med:.2f} s\n{len(s)}/{len(a)} solved", (i + 0.34, med), fontsize=8.5, va="center")
+    ax.axhline(budget, color="black", linestyle=":", linewidth=1)
+    ax.annotate(f"budget {budget:g} s (x = unsolved)", (-0.45, budget), fontsize=8, va="bottom")
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(present)), present, rotation=15 if len(present) > 3 else 0)
+    ax.set_xlim(-0.5, len(present) - 0.5 + 0.6)
+    ax.set_ylabel("time-to-threshold (s, training clock, log)")
+    ax.set_title(f"{task}: time to mean return {threshold:g}\nbar = median, whisker = its 95% CI, dot = one seed", fontsize=10)
+    ax.grid(axis="y", which="both", alpha=0.3)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
+def curves_on_grid(runs: pd.DataFrame, grid: np.ndarray) -> np.ndarray:
+  """Eval return of each run at each grid time (runs x grid): the latest evaluation so far; NaN before
+  the first; after the run ended, held for solved and budget-censored runs, NaN for failed ones."""
+  out = np.full((len(runs), len(grid)), np.nan)
+  for i, (_, r) in enumerate(runs.iterrows()):
+    pts = sorted(r["curve"], key=lambda p: p["t"])
+    if not pts: continue
+    t, v = np.array([p["t"] for p in pts]), np.array([p["return"] for p in pts])
+    idx = np.searchsorted(t, grid, side="right") - 1
+    row = np.where(idx >= 0, v[np.clip(idx, 0, None)], np.nan)
+    if r["status"] in ("failed", "flagged"): row[grid > r["training_clock_s"]] = np.nan
+    out[i] = row
+  return out
+
+
+def plot_learning_curves(runs: pd.DataFrame, path: str) -> str:
+  """One panel per task: mean evaluation return against training wall-clock, median across seeds
+  with the inter-quartile band, threshold dashed. x is symlog (linear up to 1 s)."""
+  timed = runs[runs["role"] == "timed"]
+  tasks, agents = sorted(timed["task"].unique()), sorted(timed["agent"].unique())
+  colors = _colors(agents)
+  fig, axes = plt.subplots(1, len(tasks), figsize=(7.5 * len(tasks), 4.8), squeeze=False)
+  for ax, task in zip(axes[0], tasks):
+    g = timed[timed["task"] == task]
+    threshold = float(g["threshold"].max())
+    grid = np.linspace(0, max(float(g["training_clock_s"].max()), 1e-3), 400)
+    for agent in agents:
       a = g[g["agent"] == agent]
       if a.empty: continue
-      s = a[a["solved"]]
-      ax.scatter(i + rng.uniform(-0.12, 0.12, len(s)), s["time_to_threshold_s"], color=colors[agent], alpha=0.8, zorder=3)
-      u = a[~a["solved"]]
-      if len(u): ax.scatter(i + rng.uniform(-0.12, 0.12, len(u)), np.full(len(u), budget), marker="x", color="black", zorder=3,
-                            label="unsolved (at budget)" if i == 0 else None)
-      med = float(np.median(a["censored_time_s"]))
-      ax.hlines(med, i - 0.3, i + 0.3, color=colors[agent], linewidth=2.5)
-      ax.annotate(f"median {med:.2f} s\n{len(s)}/{len(a)} solved", (i + 0.32, med), fontsize=9, va="center")
-    ax.set_xticks(range(len(agents)), agents)
-    ax.set_xlim(-0.6, len(agents) - 0.1 + 0.6)
-    ax.set_ylim(bottom=0)
-    ax.set_ylabel("time-to-threshold (s, training clock)")
-    ax.set_title(f"{task}: time to reach {threshold:g}")
-    ax.grid(axis="y", alpha=0.3)
-    ax = axes[1, j]
-    c = curves[curves["task"] == task]
-    for agent in agents:
-      for k, (_, run) in enumerate(c[c["agent"] == agent].groupby("seed")):
-        ax.plot(run["t"], run["return"], color=colors[agent], alpha=0.7, marker=".", label=agent if k == 0 else None)
-    ax.axhline(threshold, color="black", linestyle="--", linewidth=1, label=f"threshold {threshold:g}")
-    ax.set_xlabel("training clock (s)")
-    ax.set_ylabel(f"mean eval return ({'/'.join(map(str, sorted(set(g['task']))))})")
-    ax.set_title(f"{task}: learning curves (one line per seed)")
-    ax.legend(loc="lower right", fontsize=9)
+      vals = curves_on_grid(a, grid)
+      ok = (~np.isnan(vals)).sum(0) * 2 > len(a)           # drawn where most seeds have a value
+      with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        q25, med, q75 = np.nanpercentile(vals, [25, 50, 75], axis=0)
+      ax.plot(grid[ok], med[ok], color=colors[agent], linewidth=2, label=f"{agent} (median of {len(a)} seeds, IQR band)")
+      ax.fill_between(grid[ok], q25[ok], q75[ok], color=colors[agent], alpha=0.2, linewidth=0)
+    ax.axhline(threshold, color="black", linestyle="--", linewidth=1)
+    ax.annotate(f"threshold {threshold:g}", (0, threshold), fontsize=8, va="bottom")
+    ax.set_xscale("symlog", linthresh=1.0)
+    ax.set_xlim(left=0)
+    ax.set_xlabel("training clock (s; linear to 1 s, log after)")
+    ax.set_ylabel("mean evaluation return")
+    ax.set_title(f"{task}: learning curves", fontsize=10)
+    ax.legend(loc="best", fontsize=8.5)
     ax.grid(alpha=0.3)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
@@ -93,28 +176,144 @@ def plot_runs(runs: pd.DataFrame, path: str) -> str:
   return path
 
 
-def write_session_report(runs: pd.DataFrame, out_dir: str) -> str | None:
+def plot_speedup(comparisons: pd.DataFrame, path: str) -> str:
+  """Forest plot: one row per (task, entry vs baseline), the speed-up of medians and its 95 % CI on a
+  log axis, 1x marked; the verdict written at the right of each row, its colour on the point."""
+  c = comparisons.iloc[::-1].reset_index(drop=True)
+  fig, ax = plt.subplots(figsize=(10, 1.2 + 0.55 * max(len(c), 1)))
+  for i, r in c.iterrows():
+    col = VERDICT_COLORS.get(r["verdict"], "tab:blue")
+    if np.isfinite(r["speedup_ci_low"]): ax.hlines(i, r["speedup_ci_low"], r["speedup_ci_high"], color=col, linewidth=2)
+    ax.plot(r["speedup"], i, "o", color=col, markersize=8)
+  ax.axvline(1.0, color="black", linewidth=1)
+  ax.set_xscale("log")
+  lo = np.nanmin(np.r_[c["speedup_ci_low"], c["speedup"], 0.5]) / 1.3
+  hi = np.nanmax(np.r_[c["speedup_ci_high"], c["speedup"], 2.0]) * 1.3
+  ax.set_xlim(lo, hi)
+  ax.set_yticks(range(len(c)), [f"{r['task']}: {r['entry']} vs {r['baseline']}" for _, r in c.iterrows()])
+  ax.set_ylim(-0.7, len(c) - 0.3)
+  for i, r in c.iterrows():
+    ax.annotate(f"{r['speedup']:.2f}x  {r['verdict']}", (1.01, i), xycoords=("axes fraction", "data"), va="center", fontsize=9,
+                color=VERDICT_COLORS.get(r["verdict"], "black"))
+  ax.set_xlabel("speed-up of median time-to-threshold = baseline / entry (log; > 1: entry faster), 95% bootstrap CI")
+  ax.set_title("Speed-up over the baseline")
+  ax.grid(axis="x", which="both", alpha=0.3)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110, bbox_inches="tight")
+  plt.close(fig)
+  return path
+
+
+def plot_performance_profile(profile: pd.DataFrame, baselines: dict[str, str], path: str) -> str:
+  """Fraction of each agent's runs (all tasks) solved within tau x the baseline's median time."""
+  fig, ax = plt.subplots(figsize=(7.5, 4.8))
+  colors = _colors(profile["agent"].unique())
+  for agent, g in profile.groupby("agent"):
+    is_base = agent in baselines.values()
+    ax.step(g["tau"], g["fraction"], where="post", color=colors[agent], linewidth=2, linestyle="--" if is_base else "-",
+            label=f"{agent} (baseline)" if is_base else agent)
+  ax.axvline(1.0, color="black", linewidth=1, linestyle=":")
+  ax.annotate(" tau = 1: the baseline's median", (1.0, 0.02), fontsize=8)
+  ax.set_xscale("log")
+  ax.set_ylim(-0.02, 1.05)
+  ax.set_xlabel("tau = time-to-threshold / baseline's median on the same task (log)")
+  ax.set_ylabel("fraction of runs solved within tau")
+  ax.set_title("Performance profile (all tasks pooled; higher and further left is better)", fontsize=10)
+  ax.legend(loc="upper left", fontsize=9)
+  ax.grid(which="both", alpha=0.3)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110, bbox_inches="tight")
+  plt.close(fig)
+  return path
+
+
+# --------------------------------------------------------------------------------------------- report
+def _md(df: pd.DataFrame) -> str:
+  return df.to_markdown(index=False, disable_numparse=True) if len(df) else "_none_"
+
+
+def _hardware(runs: pd.DataFrame) -> pd.DataFrame:
+  cols = {"agent": "agent", "device": "device", "fingerprint.cpu": "cpu", "fingerprint.cores": "cores",
+          "fingerprint.memory_gb": "memory GB", "fingerprint.gpu": "gpu", "fingerprint.host": "host",
+          "git.commit": "commit", "git.dirty": "dirty"}
+  have = [c for c in cols if c in runs.columns]
+  hw = runs[have].astype(str).drop_duplicates().rename(columns=cols)
+  if "commit" in hw: hw["commit"] = hw["commit"].str[:10]
+  return hw.sort_values(list(hw.columns)).reset_index(drop=True)
+
+
+def write_report(runs: pd.DataFrame, out_dir: str, *, baseline: str | None = None, force: bool = False,
+                 sources: str = "") -> tuple[str, pd.DataFrame, list[str]]:
+  """Writes report.md, its PNGs, summary.csv and comparisons.csv into out_dir; returns the path of
+  report.md, the comparisons (bench.stats.compare_runs) and the warnings."""
   os.makedirs(out_dir, exist_ok=True)
-  summary_table(runs).to_csv(os.path.join(out_dir, "summary.csv"), index=False)
-  if (runs["role"] == "timed").any():
-    return plot_runs(runs, os.path.join(out_dir, "time_to_threshold.png"))
-  return None
+  summary = summary_table(runs)
+  summary.to_csv(os.path.join(out_dir, "summary.csv"), index=False)
+  timed = runs[runs["role"] == "timed"]
+  comparisons, warns = compare_runs(runs, baseline=baseline, force=force) if len(timed) else (pd.DataFrame(), [])
+  comparisons.to_csv(os.path.join(out_dir, "comparisons.csv"), index=False)
+  lines = ["# rlspeedrun report", ""]
+  if sources: lines += [f"Records: `{sources}`", ""]
+  lines += [f"{len(timed)} timed runs (warm kernel cache) of {timed['agent'].nunique()} agent(s) on "
+            f"{timed['task'].nunique()} task(s); time-to-threshold is training wall-clock; unsolved runs count "
+            "at the time budget.", ""]
+  if warns: lines += ["> **Warnings**", ">"] + [f"> - {w}" for w in warns] + [""]
+  lines += ["## Verdict", ""]
+  if len(comparisons):
+    lines += [_md(verdict_table(comparisons)), ""]
+  else:
+    lines += ["_No comparison: the records hold one agent per task (run an entry beside a reference)._", ""]
+  lines += ["## Runs", "", _md(summary), ""]
+  pngs = []
+  if len(timed):
+    pngs.append(plot_time_to_threshold(runs, os.path.join(out_dir, PNGS[0])))
+    pngs.append(plot_learning_curves(runs, os.path.join(out_dir, PNGS[1])))
+    if len(comparisons):
+      pngs.append(plot_speedup(comparisons, os.path.join(out_dir, PNGS[2])))
+      baselines = {t: pick_baseline(timed, t, baseline) for t in comparisons["task"].unique()}
+      taus = np.exp(np.linspace(np.log(0.05), np.log(20), 300))
+      pngs.append(plot_performance_profile(performance_profile(runs, baselines, taus), baselines, os.path.join(out_dir, PNGS[3])))
+  titles = {PNGS[0]: "Time-to-threshold", PNGS[1]: "Learning curves", PNGS[2]: "Speed-up", PNGS[3]: "Performance profile"}
+  for p in pngs:
+    name = os.path.basename(p)
+    lines += [f"### {titles[name]}", "", f"![{titles[name]}]({name})", ""]
+  lines += ["## Machines", "", _md(_hardware(runs)), ""]
+  lines += ["## Method", "",
+            f"Per task, every agent is compared with the baseline ({baseline or 'the fastest reference agent on the task'}). "
+            "Times are censored at the budget for unsolved runs (never dropped). Speed-up = median(baseline) / median(entry) "
+            "with a percentile bootstrap 95% CI (scipy.stats.bootstrap, each side resampled on its own). "
+            f"Verdict: *fails to solve* if the entry's solve rate is under the task's bar; else *faster* / *slower* if the "
+            f"one-sided Mann-Whitney U p-value is under {ALPHA}; else *no significant difference*. P(improvement) is the "
+            "chance that a run of the entry beats a run of the baseline (ties count half). Rules: PROTOCOL.md.", ""]
+  path = os.path.join(out_dir, "report.md")
+  with open(path, "w") as f: f.write("\n".join(lines))
+  return path, comparisons, warns
 
 
-def main(argv: list[str]) -> int:
-  src = argv[0] if argv else "results"
-  if not os.path.exists(src):
-    print(f"no such file or directory: {src}", file=sys.stderr)
+def main(argv: list[str] | None = None) -> int:
+  p = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("sources", nargs="*", default=["results"], help="results directories or runs.jsonl files (default: results/)")
+  p.add_argument("--baseline", help="agent every other agent is compared with (default: the fastest reference agent per task)")
+  p.add_argument("--out", help="where report.md and the PNGs go (default: the first source directory)")
+  p.add_argument("--force", action="store_true", help="give verdicts even when the two sides ran on different hardware")
+  args = p.parse_args(argv)
+  missing = [s for s in args.sources if not os.path.exists(s)]
+  if missing:
+    print(f"no such file or directory: {', '.join(missing)}", file=sys.stderr)
     return 1
-  runs = load_runs(src)
+  runs = pd.concat([load_runs(s) for s in args.sources], ignore_index=True)
   if runs.empty:
-    print(f"no run records under {src}", file=sys.stderr)
+    print(f"no run records under {', '.join(args.sources)}", file=sys.stderr)
     return 1
+  first = args.sources[0]
+  out = args.out or (first if os.path.isdir(first) else os.path.dirname(first) or ".")
+  path, comparisons, warns = write_report(runs, out, baseline=args.baseline, force=args.force, sources=", ".join(args.sources))
   print(summary_table(runs).to_string(index=False))
-  out = src if os.path.isdir(src) else os.path.dirname(src)
-  print("plot:", write_session_report(runs, out))
+  if len(comparisons): print("\n" + verdict_table(comparisons).to_string(index=False).replace("**", ""))
+  for w in warns: print(f"warning: {w}", file=sys.stderr)
+  print(f"\nreport: {path}")
   return 0
 
 
 if __name__ == "__main__":
-  sys.exit(main(sys.argv[1:]))
+  sys.exit(main())

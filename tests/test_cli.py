@@ -27,6 +27,7 @@ def bench(*args, results, timeout=300):
   (["--tier", "galactic"], "unknown tier 'galactic'"),
   (["--device", "TPU"], "unknown --device 'TPU'"),
   (["--seeds", "0"], "--seeds must be at least 1"),
+  (["--agent", "tests/fake_agents.py:Scripted", "--agent", "./tests/fake_agents.py:Scripted"], "two agents are called Scripted"),
 ])
 def test_bad_options_give_one_clear_message(args, message, tmp_path):
   r = bench(*args, results=tmp_path)

@@ -9,8 +9,7 @@ import pytest
 
 from bench.agent_api import AgentSpec
 from bench.records import SCHEMA_VERSION, RecordWriter, RunRecord, load_curves, load_runs
-from bench.report import main as report_main
-from bench.report import summary_table, write_session_report
+from bench.report import summary_table
 from envs import get_task
 
 TASK = get_task("CartPole-v1")
@@ -57,13 +56,3 @@ def test_summary_counts_censored_runs_and_cold_start_apart():
   assert table.loc["fake", "cold-start (s)"] == "9.00"
   assert table.loc["fake", "failures"] == "failed"
   assert table.loc["other", "median time (s)"] == ">120"
-
-
-def test_session_report_writes_plot_and_summary(tmp_path):
-  w = RecordWriter(str(tmp_path / "runs.jsonl"))
-  for r in [make(0), make(1, t=3.0), make(2, solved=False), make(0, role="cold-start")]: w.write(r)
-  png = write_session_report(load_runs(str(tmp_path)), str(tmp_path))
-  assert png.endswith(".png") and (tmp_path / "time_to_threshold.png").stat().st_size > 10_000
-  assert (tmp_path / "summary.csv").exists()
-  assert report_main([str(tmp_path)]) == 0
-  assert report_main([str(tmp_path / "nothing-here")]) == 1

@@ -1,24 +1,26 @@
 """Stable-Baselines3 peers under the same referee: what a user would pick instead of a tinygrad agent.
 
 Needs the optional extra: `pip install -e '.[peers]'` (stable-baselines3 and torch; install a CPU
-build of torch first). Hyperparameters are rl-baselines3-zoo's tuned ones (hyperparams/ppo.yml).
+build of torch first). Hyperparameters are rl-baselines3-zoo's tuned ones (rl_zoo3 2.9.2,
+hyperparams/{ppo,dqn,sac}.yml), copied below as data, keyed by env id.
 
     pytest bench/ --agent ppo --agent sb3-ppo --seeds 10      # side by side, same protocol
-    python -m bench.peers.sb3 --seeds 10                      # the same, then a comparison table
+    python -m bench.peers.sb3 --seeds 10                      # the same, then a comparison report
 """
 from __future__ import annotations
 
 import queue
 import threading
+import time
 
 import numpy as np
 
 try:  # imported before the clock starts, like tinygrad for the reference agents
   import torch  # noqa: F401
-  from stable_baselines3 import PPO
+  from stable_baselines3 import DQN, PPO, SAC
   from stable_baselines3.common.callbacks import BaseCallback
   from stable_baselines3.common.monitor import Monitor
-  from stable_baselines3.common.vec_env import DummyVecEnv
+  from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 except ImportError as e:
   raise ImportError(f"the SB3 peers need the optional extra: pip install -e '.[peers]' ({e})") from e
 
@@ -27,43 +29,87 @@ def linear(start: float):
   return lambda progress_remaining: progress_remaining * start
 
 
-# rl-baselines3-zoo hyperparams/ppo.yml ("# Tuned")
-ZOO_PPO = {
-  "CartPole-v1": dict(n_envs=8, n_timesteps=100_000, n_steps=32, batch_size=256, gae_lambda=0.8, gamma=0.98,
-                      n_epochs=20, ent_coef=0.0, learning_rate=linear(0.001), clip_range=linear(0.2)),
+# rl-baselines3-zoo, "# Tuned" entries. n_envs / n_timesteps / normalize are the zoo's, the rest go to the
+# SB3 constructor. Keys absent here take SB3's defaults, as in the zoo.
+ZOO: dict[str, dict[str, dict]] = {
+  "ppo": {
+    "CartPole-v1": dict(n_envs=8, n_timesteps=100_000, n_steps=32, batch_size=256, gae_lambda=0.8, gamma=0.98,
+                        n_epochs=20, ent_coef=0.0, learning_rate=linear(0.001), clip_range=linear(0.2)),
+    "Acrobot-v1": dict(normalize=True, n_envs=16, n_timesteps=1_000_000, n_steps=256, gae_lambda=0.94, gamma=0.99,
+                       n_epochs=4, ent_coef=0.0),
+    "Pendulum-v1": dict(n_envs=4, n_timesteps=100_000, n_steps=1024, gae_lambda=0.95, gamma=0.9, n_epochs=10,
+                        ent_coef=0.0, learning_rate=1e-3, clip_range=0.2, use_sde=True, sde_sample_freq=4),
+    "MountainCar-v0": dict(normalize=True, n_envs=16, n_timesteps=1_000_000, n_steps=16, gae_lambda=0.98, gamma=0.99,
+                           n_epochs=4, ent_coef=0.0),
+    "LunarLander-v3": dict(n_envs=16, n_timesteps=1_000_000, n_steps=1024, batch_size=64, gae_lambda=0.98, gamma=0.999,
+                           n_epochs=4, ent_coef=0.01),
+  },
+  "dqn": {
+    "CartPole-v1": dict(n_timesteps=50_000, learning_rate=2.3e-3, batch_size=64, buffer_size=100_000, learning_starts=1000,
+                        gamma=0.99, target_update_interval=10, train_freq=256, gradient_steps=128,
+                        exploration_fraction=0.16, exploration_final_eps=0.04, policy_kwargs=dict(net_arch=[256, 256])),
+    "Acrobot-v1": dict(n_timesteps=100_000, learning_rate=6.3e-4, batch_size=128, buffer_size=50_000, learning_starts=0,
+                       gamma=0.99, target_update_interval=250, train_freq=4, gradient_steps=-1,
+                       exploration_fraction=0.12, exploration_final_eps=0.1, policy_kwargs=dict(net_arch=[256, 256])),
+    "MountainCar-v0": dict(n_timesteps=120_000, learning_rate=4e-3, batch_size=128, buffer_size=10_000, learning_starts=1000,
+                           gamma=0.98, target_update_interval=600, train_freq=16, gradient_steps=8,
+                           exploration_fraction=0.2, exploration_final_eps=0.07, policy_kwargs=dict(net_arch=[256, 256])),
+    "LunarLander-v3": dict(n_timesteps=100_000, learning_rate=6.3e-4, batch_size=128, buffer_size=50_000, learning_starts=0,
+                           gamma=0.99, target_update_interval=250, train_freq=4, gradient_steps=-1,
+                           exploration_fraction=0.12, exploration_final_eps=0.1, policy_kwargs=dict(net_arch=[256, 256])),
+  },
+  "sac": {
+    "Pendulum-v1": dict(n_timesteps=20_000, learning_rate=1e-3),
+    "MountainCarContinuous-v0": dict(n_timesteps=50_000, learning_rate=3e-4, buffer_size=50_000, batch_size=512, ent_coef=0.1,
+                                     train_freq=32, gradient_steps=32, gamma=0.9999, tau=0.01, learning_starts=0, use_sde=True,
+                                     policy_kwargs=dict(log_std_init=-3.67, net_arch=[64, 64], use_expln=True)),
+  },
 }
+ALGOS = {"ppo": PPO, "dqn": DQN, "sac": SAC}
 
 
-class _YieldEachUpdate(BaseCallback):
-  """Hands control back to the referee after every PPO update: SB3 calls on_rollout_start right
-  after train(). The learner thread waits while the referee evaluates, so no training happens then."""
-  def __init__(self, out: queue.Queue, resume: queue.Queue):
+class _YieldToReferee(BaseCallback):
+  """Hands control back to the referee between updates: SB3 calls on_rollout_start right after each
+  train() (on- and off-policy alike). The learner thread waits while the referee evaluates, so no
+  training happens then. It parks at most every `min_interval_s` (or `max_steps` env steps), so that
+  algorithms that update every step (SAC, DQN with train_freq 4) do not pay a thread hand-off per step."""
+  def __init__(self, out: queue.Queue, resume: queue.Queue, min_interval_s: float = 0.005, max_steps: int = 1024):
     super().__init__()
-    self.out, self.resume, self.rollouts = out, resume, 0
+    self.out, self.resume, self.min_interval_s, self.max_steps = out, resume, min_interval_s, max_steps
+    self.last_t, self.last_steps, self.rollouts = time.perf_counter(), 0, 0
 
   def _on_rollout_start(self) -> None:
-    if self.rollouts:
-      self.out.put(self.num_timesteps)
-      self.resume.get()
     self.rollouts += 1
+    if self.rollouts == 1: return
+    if time.perf_counter() - self.last_t < self.min_interval_s and self.num_timesteps - self.last_steps < self.max_steps: return
+    self.out.put(self.num_timesteps)
+    self.resume.get()
+    self.last_t, self.last_steps = time.perf_counter(), self.num_timesteps
 
   def _on_step(self) -> bool: return True
 
 
-class SB3PPO:
+class SB3Agent:
+  """One SB3 algorithm with the zoo's hyperparameters for the task's env id, as a referee agent."""
+  algo = "ppo"
+
   def __init__(self, task, seed: int):
-    if task.name not in ZOO_PPO: raise ValueError(f"no rl-zoo3 PPO hyperparameters for {task.name}")
-    hp = dict(ZOO_PPO[task.name])
-    self.n_envs, self.total = hp.pop("n_envs"), hp.pop("n_timesteps")
-    env = DummyVecEnv([lambda: Monitor(task.make_env()) for _ in range(self.n_envs)])
-    self.model = PPO("MlpPolicy", env, seed=seed, device="cpu", verbose=0, **hp)
+    table = ZOO[self.algo]
+    if task.env_id not in table:
+      raise ValueError(f"no rl-zoo3 {self.algo.upper()} hyperparameters for {task.env_id} (have: {', '.join(table)})")
+    hp = dict(table[task.env_id])
+    n_envs, self.total, normalize = hp.pop("n_envs", 1), hp.pop("n_timesteps"), hp.pop("normalize", False)
+    env = DummyVecEnv([lambda: Monitor(task.make_env()) for _ in range(n_envs)])
+    # the zoo's `normalize: true` = VecNormalize with its defaults (observations and rewards), gamma from the algorithm
+    self.vecnorm = VecNormalize(env, gamma=hp.get("gamma", 0.99)) if normalize else None
+    self.model = ALGOS[self.algo]("MlpPolicy", self.vecnorm or env, seed=seed, device="cpu", verbose=0, **hp)
 
   def train(self):
     out, resume = queue.Queue(), queue.Queue()
     done = object()
 
     def learn():
-      try: self.model.learn(total_timesteps=self.total, callback=_YieldEachUpdate(out, resume))
+      try: self.model.learn(total_timesteps=self.total, callback=_YieldToReferee(out, resume))
       except BaseException as e: out.put(e)
       else: out.put(self.model.num_timesteps); out.put(done)
 
@@ -74,20 +120,29 @@ class SB3PPO:
       resume.put(None)
 
   def act(self, obs: np.ndarray) -> np.ndarray:
+    if self.vecnorm is not None: obs = self.vecnorm.normalize_obs(obs)
     return self.model.predict(obs, deterministic=True)[0]
 
 
+class SB3PPO(SB3Agent): algo = "ppo"
+class SB3DQN(SB3Agent): algo = "dqn"
+class SB3SAC(SB3Agent): algo = "sac"
+
+
 def main(argv: list[str] | None = None) -> int:
-  """Run the reference PPO and SB3's PPO side by side through `pytest bench/`, then compare."""
+  """Run a reference agent and its SB3 counterpart side by side through `pytest bench/`; the session
+  ends with the report (verdict, plots) under results/<session>/."""
   import argparse
   import pytest
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--seeds", type=int, default=10)
   p.add_argument("--task", default="CartPole-v1")
+  p.add_argument("--agent", default="ppo", help="reference agent (default: ppo); its peer is sb3-<agent>")
   p.add_argument("--results-dir", default="results")
   args, rest = p.parse_known_args(argv)
-  return int(pytest.main(["bench/", "--agent", "ppo", "--agent", "sb3-ppo", "--task", args.task, "--seeds", str(args.seeds),
-                          "--results-dir", args.results_dir, "--benchmark-columns", "min,median,max,mean,rounds", *rest]))
+  return int(pytest.main(["bench/", "--agent", args.agent, "--agent", f"sb3-{args.agent}", "--task", args.task,
+                          "--seeds", str(args.seeds), "--baseline", f"sb3-{args.agent}", "--results-dir", args.results_dir,
+                          "--benchmark-columns", "min,median,max,mean,rounds", *rest]))
 
 
 if __name__ == "__main__":

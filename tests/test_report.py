@@ -1,0 +1,55 @@
+"""The Markdown report and its plots, from synthetic records with known times."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bench.records import load_runs
+from bench.report import PNGS, curves_on_grid, main, write_report
+from tests.synthetic import lognormal_times, runs_of, write
+
+
+def test_report_has_the_verdict_table_and_every_plot(tmp_path):
+  write(str(tmp_path / "runs.jsonl"), runs_of("ppo", lognormal_times(4.0, 10, seed=1)),
+        runs_of("my-entry", lognormal_times(2.0, 10, seed=2)), runs_of("flaky", lognormal_times(3.0, 7, seed=3) + [None] * 3))
+  path, comparisons, warns = write_report(load_runs(str(tmp_path)), str(tmp_path / "out"))
+  md = open(path).read()
+  assert not warns
+  assert "| CartPole-v1 | my-entry | ppo" in md and "**faster**" in md and "**fails to solve**" in md
+  for png in PNGS:
+    assert f"]({png})" in md and (tmp_path / "out" / png).stat().st_size > 10_000
+  assert set(comparisons["entry"]) == {"my-entry", "flaky"}
+  assert (tmp_path / "out" / "summary.csv").exists() and (tmp_path / "out" / "comparisons.csv").exists()
+
+
+def test_one_agent_gets_a_report_without_comparison(tmp_path):
+  write(str(tmp_path / "runs.jsonl"), runs_of("ppo", [1.0, 2.0, 3.0]))
+  path, comparisons, _ = write_report(load_runs(str(tmp_path)), str(tmp_path))
+  md = open(path).read()
+  assert comparisons.empty and "No comparison" in md
+  assert (tmp_path / PNGS[0]).exists() and (tmp_path / PNGS[1]).exists() and not (tmp_path / PNGS[2]).exists()
+
+
+def test_learning_curves_on_a_common_grid_by_hand():
+  runs = pd.DataFrame([
+    {"curve": [{"t": 0.0, "return": 10.0}, {"t": 2.0, "return": 50.0}], "status": "solved", "training_clock_s": 2.0},
+    {"curve": [{"t": 1.0, "return": 5.0}], "status": "failed", "training_clock_s": 1.5},
+  ])
+  vals = curves_on_grid(runs, np.array([0.0, 0.5, 1.0, 2.0, 3.0]))
+  assert vals[0].tolist() == [10.0, 10.0, 10.0, 50.0, 50.0]          # held after the solve
+  assert np.isnan(vals[1, 0]) and vals[1, 2] == 5.0 and np.isnan(vals[1, 3:]).all()   # none before the first, none after a crash
+
+
+def test_cli_pools_sources_and_reports_errors(tmp_path, capsys):
+  a = write(str(tmp_path / "s1" / "runs.jsonl"), runs_of("ppo", lognormal_times(4.0, 10, seed=4)))
+  b = write(str(tmp_path / "s2" / "runs.jsonl"), runs_of("entry", lognormal_times(2.0, 10, seed=5)))
+  assert main([a, b, "--out", str(tmp_path / "rep")]) == 0
+  out = capsys.readouterr().out
+  assert "faster" in out and "report:" in out and (tmp_path / "rep" / "report.md").exists()
+  assert main([str(tmp_path / "s1"), str(tmp_path / "s2"), "--baseline", "entry", "--out", str(tmp_path / "rep2")]) == 0
+  assert "slower" in capsys.readouterr().out
+  assert main([str(tmp_path / "nothing-here")]) == 1
+  (tmp_path / "empty").mkdir()
+  assert main([str(tmp_path / "empty")]) == 1
+  with pytest.raises(SystemExit): main(["--no-such-option"])
