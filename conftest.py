@@ -1,5 +1,5 @@
 """pytest options of the benchmark (`pytest bench/ --help`, section "rlspeedrun"), and the session
-report: a summary table in the terminal, run records and a plot under results/."""
+report: a summary and verdict table in the terminal, run records and report.md with PNGs under results/."""
 from __future__ import annotations
 
 import argparse

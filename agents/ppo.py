@@ -24,6 +24,8 @@ import numpy as np
 from tinygrad import Tensor, TinyJit, dtypes
 from tinygrad.helpers import Context
 
+from agents.common import copyin, copyout, orthogonal
+
 
 @dataclass(frozen=True)
 class Config:
@@ -45,13 +47,6 @@ class Config:
 
 # per-task overrides, as data
 TASK_CONFIGS: dict[str, Config] = {"CartPole-v1": Config()}
-
-
-def _orthogonal(rng: np.random.Generator, fan_in: int, fan_out: int, gain: float) -> np.ndarray:
-  a = rng.standard_normal((max(fan_in, fan_out), min(fan_in, fan_out)))
-  q, r = np.linalg.qr(a)
-  q *= np.sign(np.diag(r))
-  return (gain * (q if fan_in >= fan_out else q.T)).astype(np.float32)
 
 
 class PPO:
@@ -81,12 +76,12 @@ class PPO:
       a_out, gains = (A, (0.01, 1.0)) if last else (H, (2**0.5, 2**0.5))
       w = np.zeros((fan_in, fan_out), np.float32)
       if i == 0 and not last:
-        w[:, :H], w[:, H:] = _orthogonal(self.rng, O, H, gains[0]), _orthogonal(self.rng, O, H, gains[1])
+        w[:, :H], w[:, H:] = orthogonal(self.rng, O, H, gains[0]), orthogonal(self.rng, O, H, gains[1])
         masks.append(None)
       else:
         a_in = H if i else O
-        w[:a_in, :a_out] = _orthogonal(self.rng, a_in, a_out, gains[0])
-        w[a_in:, a_out:] = _orthogonal(self.rng, fan_in - a_in, fan_out - a_out, gains[1])
+        w[:a_in, :a_out] = orthogonal(self.rng, a_in, a_out, gains[0])
+        w[a_in:, a_out:] = orthogonal(self.rng, fan_in - a_in, fan_out - a_out, gains[1])
         m = np.zeros_like(w); m[:a_in, :a_out] = m[a_in:, a_out:] = 1
         masks.append(Tensor(m).realize())
       weights += [w, np.zeros(fan_out, np.float32)]
@@ -161,16 +156,16 @@ class PPO:
       self._greedy[n] = (TinyJit(lambda x: self._forward(x)[0].argmax(-1).contiguous().realize()),
                          Tensor.zeros(n, self.obs_dim).contiguous().realize(), np.zeros(n, np.int32))
     fn, buf, out = self._greedy[n]
-    _copyin(buf, np.asarray(obs, np.float32).reshape(n, self.obs_dim))
-    return _copyout(fn(buf), out).astype(np.int64)
+    copyin(buf, np.asarray(obs, np.float32).reshape(n, self.obs_dim))
+    return copyout(fn(buf), out).astype(np.int64)
 
   def _sample(self, obs: np.ndarray) -> np.ndarray:
     if obs.shape != (self.cfg.num_envs, self.obs_dim):
       raise ValueError(f"sample expects obs of shape {(self.cfg.num_envs, self.obs_dim)}, got {obs.shape}")
     self.act_x[:, :self.obs_dim] = obs
     self.act_x[:, self.obs_dim:] = self.rng.gumbel(size=(self.cfg.num_envs, self.n_actions))
-    _copyin(self.act_in, self.act_x)
-    return _copyout(self._act(self.act_in), self.act_out)
+    copyin(self.act_in, self.act_x)
+    return copyout(self._act(self.act_in), self.act_out)
 
   def train(self):
     cfg, N, T, prof = self.cfg, self.cfg.num_envs, self.cfg.num_steps, self.profile
@@ -214,9 +209,9 @@ class PPO:
   def _learn(self, mb_obs: np.ndarray, mb_data: np.ndarray) -> None:
     for i in range(len(mb_obs)):
       self.adam_t += 1
-      _copyin(self.lr_in, np.array([self.cfg.lr * (1 - 0.999**self.adam_t) ** 0.5 / (1 - 0.9**self.adam_t)], np.float32))
-      _copyin(self.mb_obs, mb_obs[i])
-      _copyin(self.mb_data, mb_data[i])
+      copyin(self.lr_in, np.array([self.cfg.lr * (1 - 0.999**self.adam_t) ** 0.5 / (1 - 0.9**self.adam_t)], np.float32))
+      copyin(self.mb_obs, mb_obs[i])
+      copyin(self.mb_data, mb_data[i])
       self._update(self.mb_obs, self.mb_data, self.lr_in)
 
   def _timed(self, key: str, first_key: str, fn, *args):
@@ -243,19 +238,3 @@ def gae(rew, val, last_val, term, trunc, valid, gamma: float, lam: float) -> np.
     running = (delta + gamma * lam * ~(term[t] | trunc[t]) * running) * valid[t]
     adv[t] = running
   return adv
-
-
-def _copyout(t: Tensor, out: np.ndarray) -> np.ndarray:
-  """Read a realized, contiguous tensor into a preallocated numpy array (`.numpy()` adds a copy kernel)."""
-  assert t.shape == out.shape and t.uop.op.name in ("BUFFER", "RESHAPE") and t.uop.base.op.name == "BUFFER", \
-    f"{t.shape} {t.uop.op} is not a plain buffer of shape {out.shape}"
-  buf = t.uop.buffer
-  buf.allocator._copyout(memoryview(out).cast("B"), buf._buf)
-  return out
-
-
-def _copyin(t: Tensor, arr: np.ndarray) -> None:
-  """Write a numpy array into a realized tensor's buffer in place (no new Tensor, no kernel)."""
-  assert t.shape == arr.shape, f"shape {arr.shape} does not match buffer {t.shape}"
-  buf = t.uop.buffer
-  buf.allocator._copyin(buf._buf, memoryview(np.ascontiguousarray(arr, dtype=np.float32)).cast("B"))

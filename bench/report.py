@@ -146,7 +146,7 @@ def plot_learning_curves(runs: pd.DataFrame, path: str) -> str:
   timed = runs[runs["role"] == "timed"]
   tasks, agents = sorted(timed["task"].unique()), sorted(timed["agent"].unique())
   colors = _colors(agents)
-  fig, axes = plt.subplots(1, len(tasks), figsize=(7.5 * len(tasks), 4.8), squeeze=False)
+  fig, axes = plt.subplots(1, len(tasks), figsize=(7.5 * len(tasks), 5.4), squeeze=False)
   for ax, task in zip(axes[0], tasks):
     g = timed[timed["task"] == task]
     threshold = float(g["threshold"].max())
@@ -159,16 +159,18 @@ def plot_learning_curves(runs: pd.DataFrame, path: str) -> str:
       with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         q25, med, q75 = np.nanpercentile(vals, [25, 50, 75], axis=0)
-      ax.plot(grid[ok], med[ok], color=colors[agent], linewidth=2, label=f"{agent} (median of {len(a)} seeds, IQR band)")
+      ax.plot(grid[ok], med[ok], color=colors[agent], linewidth=2,
+              label=f"{agent} (median of {len(a)} seed{'s' if len(a) > 1 else ''}, IQR band)")
       ax.fill_between(grid[ok], q25[ok], q75[ok], color=colors[agent], alpha=0.2, linewidth=0)
     ax.axhline(threshold, color="black", linestyle="--", linewidth=1)
-    ax.annotate(f"threshold {threshold:g}", (0, threshold), fontsize=8, va="bottom")
+    ax.annotate(f"threshold {threshold:g}", (0.99, threshold), xycoords=("axes fraction", "data"), fontsize=8,
+                va="bottom", ha="right")
     ax.set_xscale("symlog", linthresh=1.0)
     ax.set_xlim(left=0)
     ax.set_xlabel("training clock (s; linear to 1 s, log after)")
     ax.set_ylabel("mean evaluation return")
     ax.set_title(f"{task}: learning curves", fontsize=10)
-    ax.legend(loc="best", fontsize=8.5)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize=8.5, ncol=2, frameon=False)
     ax.grid(alpha=0.3)
   fig.tight_layout()
   fig.savefig(path, dpi=110)

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agents.ppo import PPO, Config, _copyin, _copyout, gae
+from agents.common import copyin, copyout
+from agents.ppo import PPO, Config, gae
 from envs import get_task
 
 TASK = get_task("CartPole-v1")
@@ -79,7 +80,7 @@ def test_sample_rejects_a_changed_shape(agent):
   with pytest.raises(ValueError, match="shape"):
     agent._sample(np.zeros((agent.cfg.num_envs + 1, 4), np.float32))
   with pytest.raises(AssertionError, match="shape"):
-    _copyin(agent.act_in, np.zeros((2, 2), np.float32))
+    copyin(agent.act_in, np.zeros((2, 2), np.float32))
 
 
 def test_sample_returns_policy_logp_and_value(agent):
@@ -98,7 +99,7 @@ def test_sample_returns_policy_logp_and_value(agent):
 def test_copyout_matches_numpy(agent):
   out = np.zeros((agent.cfg.num_envs, 3), np.float32)
   t = agent._act(agent.act_in)
-  np.testing.assert_array_equal(_copyout(t, out), t.numpy())
+  np.testing.assert_array_equal(copyout(t, out), t.numpy())
 
 
 def test_training_keeps_actor_and_critic_separate_and_finite(agent):
