@@ -128,7 +128,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
   report, comparisons, warns = write_report(runs, bs.dir, baseline=config.getoption("--baseline"),
                                             force=config.getoption("--force-compare"), sources=bs.writer.path)
   if len(comparisons):
-    tr.write_sep("-", "verdicts (bench/stats.py; PROTOCOL.md section 8)")
+    tr.write_sep("-", "verdicts (bench/stats.py; PROTOCOL.md section 10)")
     tr.write_line(verdict_table(comparisons).to_string(index=False).replace("**", ""))
   for w in warns: tr.write_line(f"warning: {w}", yellow=True)
   tr.write_line(f"run records: {bs.writer.path}")

@@ -4,6 +4,8 @@ yielding cumulative env steps after each update) and `act(obs_batch) -> actions`
 # name -> "module:Class"; these names are accepted by `--agent`
 REFERENCE_AGENTS: dict[str, str] = {
   "ppo": "agents.ppo:PPO",
+  "dqn": "agents.dqn:DQN",
+  "sac": "agents.sac:SAC",
 }
 # peers (other libraries, optional extra `peers`): "what a user would pick instead"
 PEER_AGENTS: dict[str, str] = {

@@ -26,3 +26,18 @@ def copyin(t: Tensor, arr: np.ndarray) -> None:
   assert t.shape == arr.shape, f"shape {arr.shape} does not match buffer {t.shape}"
   buf = t.uop.buffer
   buf.allocator._copyin(buf._buf, memoryview(np.ascontiguousarray(arr, dtype=np.float32)).cast("B"))
+
+
+class Replay:
+  """A replay buffer of fixed-width float32 rows in one numpy ring buffer (the oldest rows are overwritten)."""
+  def __init__(self, capacity: int, width: int):
+    self.rows = np.zeros((capacity, width), np.float32)
+    self.len = self.pos = 0
+
+  def add(self, rows: np.ndarray) -> None:
+    cap = len(self.rows)
+    self.rows[(self.pos + np.arange(len(rows))) % cap] = rows
+    self.pos, self.len = (self.pos + len(rows)) % cap, min(self.len + len(rows), cap)
+
+  def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+    return self.rows[rng.integers(0, self.len, n)]

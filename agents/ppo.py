@@ -1,4 +1,5 @@
-"""PPO for discrete actions in tinygrad, tuned for wall-clock time-to-threshold.
+"""PPO for discrete (categorical policy) and continuous (Gaussian policy, state-independent log-std)
+actions in tinygrad, tuned for wall-clock time-to-threshold.
 
 CleanRL-style: hyperparameters in a dataclass, the training loop in `train()`. What makes it fast
 (see ../PROTOCOL.md for how it is timed, and the profile it leaves in `self.profile`):
@@ -9,7 +10,7 @@ CleanRL-style: hyperparameters in a dataclass, the training loop in `train()`. W
   most of the time-to-threshold on CartPole;
 - all parameters live in one flat buffer and both Adam moments in another, so Adam is two
   elementwise kernels, not three per tensor;
-- one TinyJit call samples actions for all envs (Gumbel noise comes in with the observations);
+- one TinyJit call samples actions for all envs (Gumbel or Gaussian noise comes in with the observations);
   one TinyJit call per minibatch does the loss, backward and Adam; every jitted input is a
   persistent fixed-shape buffer written in place (no new Tensors, no `.numpy()` copy kernels);
 - GAE and shuffling are done in numpy between them;
@@ -20,6 +21,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import math
+
+import gymnasium as gym
 import numpy as np
 from tinygrad import Tensor, TinyJit, dtypes
 from tinygrad.helpers import Context
@@ -43,10 +47,16 @@ class Config:
   vf_coef: float = 0.5
   max_grad_norm: float = 0.5
   adam_eps: float = 1e-5
+  log_std_init: float = 0.0      # continuous actions: initial state-independent log-std
 
 
 # per-task overrides, as data
-TASK_CONFIGS: dict[str, Config] = {"CartPole-v1": Config()}
+TASK_CONFIGS: dict[str, Config] = {
+  "CartPole-v1": Config(),
+  # rl-zoo3's Pendulum PPO (gamma 0.9, lambda 0.95, 10 epochs, lr 1e-3) on more envs and bigger minibatches
+  "Pendulum-v1": Config(num_envs=16, num_steps=256, hidden=64, gamma=0.9, gae_lambda=0.95, epochs=10, minibatches=4,
+                        lr=1e-3, clip=0.2, max_grad_norm=0.5),
+}
 
 
 class PPO:
@@ -55,7 +65,12 @@ class PPO:
     self.task, self.seed = task, seed
     self.envs = task.make_vec(cfg.num_envs)
     obs_space, act_space = self.envs.single_observation_space, self.envs.single_action_space
-    self.obs_dim, self.n_actions = int(np.prod(obs_space.shape)), int(act_space.n)
+    self.discrete = isinstance(act_space, gym.spaces.Discrete)
+    # A = logits (discrete) or means (continuous); aw = the width of one action in the buffers
+    self.obs_dim = int(np.prod(obs_space.shape))
+    self.n_actions = int(act_space.n) if self.discrete else int(np.prod(act_space.shape))
+    self.aw = 1 if self.discrete else self.n_actions
+    if not self.discrete: self.low, self.high = act_space.low, act_space.high
     self.batch = cfg.num_envs * cfg.num_steps
     self.mb = self.batch // cfg.minibatches
     assert self.batch % cfg.minibatches == 0, "num_envs*num_steps must divide into minibatches"
@@ -86,6 +101,9 @@ class PPO:
         masks.append(Tensor(m).realize())
       weights += [w, np.zeros(fan_out, np.float32)]
     self.masks = masks
+    if not self.discrete:
+      self.layout.append(("log_std", (A,)))
+      weights.append(np.full(A, cfg.log_std_init, np.float32))
     flat = np.concatenate([w.ravel() for w in weights])
     self.theta = Tensor(flat).realize()
     self.adam_mv = Tensor.zeros(2, len(flat)).contiguous().realize()
@@ -93,12 +111,12 @@ class PPO:
     self.adam_t = 0
 
     # --- persistent, fixed-shape input buffers for the jitted functions ---
-    self.act_in = Tensor.zeros(cfg.num_envs, O + A).contiguous().realize()   # [obs | Gumbel noise]
+    self.act_in = Tensor.zeros(cfg.num_envs, O + A).contiguous().realize()   # [obs | Gumbel or Gaussian noise]
     self.act_x = np.zeros((cfg.num_envs, O + A), np.float32)
-    self.act_out = np.zeros((cfg.num_envs, 3), np.float32)
+    self.act_out = np.zeros((cfg.num_envs, self.aw + 2), np.float32)       # [action | logp | value]
     self.lr_in = Tensor([cfg.lr]).realize()
     self.mb_obs = Tensor.zeros(self.mb, O).contiguous().realize()
-    self.mb_data = Tensor.zeros(self.mb, 5).contiguous().realize()   # action, old logp, advantage, return, weight
+    self.mb_data = Tensor.zeros(self.mb, self.aw + 4).contiguous().realize()   # action, old logp, advantage, return, weight
     self._act = TinyJit(self._act_fn)
     self._update = TinyJit(self._update_fn)
     self._greedy: dict[int, tuple] = {}
@@ -120,27 +138,44 @@ class PPO:
       if i < len(self.masks) - 1: h = h.tanh()
     return h[:, :self.n_actions], h[:, self.n_actions]
 
+  def _log_std(self) -> Tensor:
+    return self._params()["log_std"]
+
   def _act_fn(self, x: Tensor) -> Tensor:
-    """x = [obs | Gumbel noise] (noise drawn in numpy: no RNG kernels). Returns [action, logp, value]."""
-    logits, value = self._forward(x[:, :self.obs_dim])
-    action = (logits + x[:, self.obs_dim:]).argmax(-1)
-    logp = (logits.log_softmax() * action.one_hot(self.n_actions)).sum(-1)
-    return Tensor.stack(action.float(), logp, value, dim=1).contiguous().realize()
+    """x = [obs | noise] (drawn in numpy: no RNG kernels): Gumbel noise picks a categorical action,
+    standard normal noise a Gaussian one. Returns [action | logp | value]."""
+    head, value = self._forward(x[:, :self.obs_dim])
+    noise = x[:, self.obs_dim:]
+    if self.discrete:
+      action = (head + noise).argmax(-1)
+      logp = (head.log_softmax() * action.one_hot(self.n_actions)).sum(-1)
+      return Tensor.stack(action.float(), logp, value, dim=1).contiguous().realize()
+    log_std = self._log_std()
+    action = head + log_std.exp() * noise
+    logp = (-0.5 * noise.square() - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+    return action.cat(logp.unsqueeze(1), value.unsqueeze(1), dim=1).contiguous().realize()
 
   def _update_fn(self, obs: Tensor, data: Tensor, lr_t: Tensor) -> Tensor:
     """One minibatch step of PPO's clipped loss and Adam. data = [action, old logp, advantage,
     return, weight]; lr_t is the bias-corrected Adam step size, set from numpy per call."""
-    cfg = self.cfg
-    action, old_logp, adv, ret, w = (data[:, k] for k in range(5))
+    cfg, aw = self.cfg, self.aw
+    action = data[:, :aw]
+    old_logp, adv, ret, w = (data[:, aw + k] for k in range(4))
     w = w / w.sum().maximum(1.0)            # masked mean: autoreset steps carry weight 0
-    logits, value = self._forward(obs)
-    logp_all = logits.log_softmax()
-    logp = (logp_all * action.cast(dtypes.int32).one_hot(self.n_actions)).sum(-1)
+    head, value = self._forward(obs)
+    if self.discrete:
+      logp_all = head.log_softmax()
+      logp = (logp_all * action[:, 0].cast(dtypes.int32).one_hot(self.n_actions)).sum(-1)
+      entropy = -(logp_all.exp() * logp_all).sum(-1)
+    else:
+      log_std = self._log_std()
+      logp = (-0.5 * ((action - head) / log_std.exp()).square() - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+      entropy = (log_std + 0.5 * (1 + math.log(2 * math.pi))).sum()
     ratio = (logp - old_logp).exp()
     pg_loss = -(Tensor.minimum(ratio * adv, ratio.clip(1 - cfg.clip, 1 + cfg.clip) * adv) * w).sum()
     v_loss = 0.5 * (((value - ret) ** 2) * w).sum()
     loss = pg_loss + cfg.vf_coef * v_loss
-    if cfg.ent_coef: loss = loss - cfg.ent_coef * (-((logp_all.exp() * logp_all).sum(-1) * w).sum())
+    if cfg.ent_coef: loss = loss - cfg.ent_coef * (entropy * w).sum()
     g, = loss.gradient(self.theta)
     g = g * (cfg.max_grad_norm / (g.square().sum().sqrt() + 1e-6)).minimum(1.0)
     # Adam with both moments in one (2, P) buffer: one kernel for the moments, one for the weights
@@ -149,29 +184,34 @@ class PPO:
     Tensor.realize(self.adam_mv, self.theta)
     return self.theta
 
-  # --- the referee's evaluation calls this: greedy actions for any batch size ---
+  # --- the referee's evaluation calls this: greedy actions (argmax, or the mean) for any batch size ---
   def act(self, obs: np.ndarray) -> np.ndarray:
     n = len(obs)
     if n not in self._greedy:   # one jitted function and one pair of fixed-shape buffers per batch size
-      self._greedy[n] = (TinyJit(lambda x: self._forward(x)[0].argmax(-1).contiguous().realize()),
-                         Tensor.zeros(n, self.obs_dim).contiguous().realize(), np.zeros(n, np.int32))
+      if self.discrete:
+        fn, out = TinyJit(lambda x: self._forward(x)[0].argmax(-1).contiguous().realize()), np.zeros(n, np.int32)
+      else:
+        fn, out = TinyJit(lambda x: self._forward(x)[0].contiguous().realize()), np.zeros((n, self.n_actions), np.float32)
+      self._greedy[n] = (fn, Tensor.zeros(n, self.obs_dim).contiguous().realize(), out)
     fn, buf, out = self._greedy[n]
     copyin(buf, np.asarray(obs, np.float32).reshape(n, self.obs_dim))
-    return copyout(fn(buf), out).astype(np.int64)
+    a = copyout(fn(buf), out)
+    return a.astype(np.int64) if self.discrete else np.clip(a, self.low, self.high)
 
   def _sample(self, obs: np.ndarray) -> np.ndarray:
     if obs.shape != (self.cfg.num_envs, self.obs_dim):
       raise ValueError(f"sample expects obs of shape {(self.cfg.num_envs, self.obs_dim)}, got {obs.shape}")
     self.act_x[:, :self.obs_dim] = obs
-    self.act_x[:, self.obs_dim:] = self.rng.gumbel(size=(self.cfg.num_envs, self.n_actions))
+    shape = (self.cfg.num_envs, self.n_actions)
+    self.act_x[:, self.obs_dim:] = self.rng.gumbel(size=shape) if self.discrete else self.rng.standard_normal(shape)
     copyin(self.act_in, self.act_x)
     return copyout(self._act(self.act_in), self.act_out)
 
   def train(self):
     cfg, N, T, prof = self.cfg, self.cfg.num_envs, self.cfg.num_steps, self.profile
     E, M, O = cfg.epochs * cfg.minibatches, self.mb, self.obs_dim
-    obs_buf = np.zeros((T, N, O), np.float32)
-    act_buf, logp_buf, val_buf, rew_buf = (np.zeros((T, N), np.float32) for _ in range(4))
+    obs_buf, act_buf = np.zeros((T, N, O), np.float32), np.zeros((T, N, self.aw), np.float32)
+    logp_buf, val_buf, rew_buf = (np.zeros((T, N), np.float32) for _ in range(3))
     term_buf, trunc_buf, valid_buf = (np.zeros((T, N), bool) for _ in range(3))
     obs, _ = self.envs.reset(seed=self.seed)
     autoreset = np.zeros(N, bool)   # gymnasium next-step autoreset: this step only resets these envs
@@ -182,9 +222,11 @@ class PPO:
         # --- rollout: T steps of N envs ---
         for t in range(T):
           obs_buf[t], valid_buf[t] = obs, ~autoreset
-          act_buf[t], logp_buf[t], val_buf[t] = out[:, 0], out[:, 1], out[:, 2]
+          aw = self.aw
+          act_buf[t], logp_buf[t], val_buf[t] = out[:, :aw], out[:, aw], out[:, aw + 1]
           t0 = time.perf_counter()
-          obs, rew, term, trunc, _ = self.envs.step(out[:, 0].astype(np.int64))
+          action = out[:, 0].astype(np.int64) if self.discrete else np.clip(out[:, :aw], self.low, self.high)
+          obs, rew, term, trunc, _ = self.envs.step(action)
           prof["env_s"] += time.perf_counter() - t0
           rew_buf[t], term_buf[t], trunc_buf[t] = rew, term, trunc
           steps += int((~autoreset).sum())
@@ -192,12 +234,13 @@ class PPO:
           out = self._timed("act_s", "first_act_s", self._sample, obs)   # also bootstraps the last step
         # --- GAE in numpy, then shuffle into fixed-shape minibatches ---
         t0 = time.perf_counter()
-        adv = gae(rew_buf, val_buf, out[:, 2], term_buf, trunc_buf, valid_buf, cfg.gamma, cfg.gae_lambda)
+        adv = gae(rew_buf, val_buf, out[:, self.aw + 1], term_buf, trunc_buf, valid_buf, cfg.gamma, cfg.gae_lambda)
         ret = adv + val_buf
         w = valid_buf.astype(np.float32)
         valid = valid_buf.ravel()
         a_mean, a_std = adv.ravel()[valid].mean(), adv.ravel()[valid].std() + 1e-8
-        data = np.stack([act_buf.ravel(), logp_buf.ravel(), (adv.ravel() - a_mean) / a_std, ret.ravel(), w.ravel()], 1)
+        data = np.concatenate([act_buf.reshape(-1, self.aw),
+                               np.stack([logp_buf.ravel(), (adv.ravel() - a_mean) / a_std, ret.ravel(), w.ravel()], 1)], 1)
         perm = np.concatenate([self.rng.permutation(self.batch) for _ in range(cfg.epochs)]).reshape(E, M)
         mb_obs, mb_data = obs_buf.reshape(-1, O)[perm], data[perm].astype(np.float32)
         prof["gae_s"] += time.perf_counter() - t0

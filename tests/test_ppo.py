@@ -116,3 +116,39 @@ def test_training_keeps_actor_and_critic_separate_and_finite(agent):
       a = A if name == f"w{agent.cfg.layers}" else H
       assert not w[:H, a:].any() and not w[H:, :a].any() and w[:H, :a].any() and w[H:, a:].any()
   assert agent.profile["updates"] == 3 and agent.profile["first_update_s"] > 0
+
+
+# --- continuous actions: Gaussian policy with a state-independent log-std ---
+@pytest.fixture(scope="module")
+def gaussian():
+  return PPO(get_task("Pendulum-v1"), 0, Config(num_envs=8, num_steps=8, epochs=2, minibatches=2, log_std_init=-0.5))
+
+
+def test_gaussian_sample_log_prob_matches_scipy(gaussian):
+  from scipy import stats
+  rng = np.random.default_rng(3)
+  obs = rng.normal(size=(gaussian.cfg.num_envs, 3)).astype(np.float32)
+  for _ in range(3):
+    out = gaussian._sample(obs).copy()                      # [action | logp | value]
+    mean, value = numpy_forward(gaussian, obs)
+    std = np.exp(gaussian.theta.numpy()[-1])                  # log-std: the last parameter, state-independent
+    assert std == pytest.approx(np.exp(-0.5))
+    np.testing.assert_allclose(out[:, 1], stats.norm.logpdf(out[:, 0], mean[:, 0], std), rtol=1e-4)
+    np.testing.assert_allclose(out[:, 2], value, atol=1e-5)
+  assert out[:, 0].std() > 0.1                                 # it samples, not the mean
+
+
+def test_gaussian_act_is_the_clipped_mean_for_any_batch_size(gaussian):
+  rng = np.random.default_rng(4)
+  for n in (1, 10, 100, 10):
+    obs = rng.normal(size=(n, 3)).astype(np.float32) * 50
+    a = gaussian.act(obs)
+    assert a.shape == (n, 1)
+    np.testing.assert_allclose(a, np.clip(numpy_forward(gaussian, obs)[0], -2, 2), atol=1e-5)
+
+
+def test_gaussian_training_updates_the_log_std_and_stays_finite(gaussian):
+  gen = gaussian.train()
+  for _ in range(3): next(gen)
+  theta = gaussian.theta.numpy()
+  assert np.isfinite(theta).all() and theta[-1] != pytest.approx(-0.5, abs=1e-6)

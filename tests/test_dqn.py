@@ -1,0 +1,122 @@
+"""The reference Double DQN's pieces against hand-computed values: loss, Double-DQN target, Adam step,
+target updates, replay ring buffer, fixed-shape jitted calls."""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from tinygrad import Tensor
+from tinygrad.helpers import Context
+
+from agents.common import Replay, copyin
+from agents.dqn import DQN, Config, huber
+from envs import get_task
+
+TASK = get_task("CartPole-v1")
+
+
+@pytest.fixture(scope="module")
+def agent():
+  return DQN(TASK, 0, Config(num_envs=4, hidden=16, layers=2, batch_size=8, buffer_size=10, learning_starts=0,
+                             train_every=2, gradient_steps=2))
+
+
+def q_numpy(agent, flat, x):
+  h, off = x, 0
+  for i in range(agent.cfg.layers + 1):
+    (_, ws), (_, bs) = agent.layout[2 * i], agent.layout[2 * i + 1]
+    w = flat[off:off + ws[0] * ws[1]].reshape(ws); off += ws[0] * ws[1]
+    b = flat[off:off + bs[0]]; off += bs[0]
+    h = h @ w + b
+    if i < agent.cfg.layers: h = np.maximum(h, 0)
+  return h
+
+
+def test_huber_by_hand():
+  x = Tensor([-3.0, -0.5, 0.2, 2.0])
+  loss = huber(x)
+  g, = loss.gradient(x)
+  assert loss.item() == pytest.approx((2.5 + 0.125 + 0.02 + 1.5) / 4)
+  np.testing.assert_allclose(g.numpy(), [-0.25, -0.125, 0.05, 0.25], rtol=1e-6)
+
+
+def _batch(agent, rng):
+  O, B = agent.obs_dim, agent.cfg.batch_size
+  b = np.zeros((B, agent.width), np.float32)
+  b[:, :O], b[:, O], b[:, O + 1] = rng.normal(size=(B, O)), rng.integers(0, 2, B), rng.normal(size=B)
+  b[:, O + 2:2 * O + 2], b[:, 2 * O + 2] = rng.normal(size=(B, O)), rng.random(B) < 0.3
+  return b
+
+
+def test_update_is_double_dqn_with_adam_and_the_target_update(agent):
+  """One jitted step against numpy: the online net picks a', the target net values it, terminals do not
+  bootstrap; loss = mean Huber; Adam's first step moves every weight by lr * sign(grad) (|m/sqrt(v)| = 1)."""
+  rng = np.random.default_rng(0)
+  O, g = agent.obs_dim, agent.cfg.gamma
+  # make the target differ from the online net, so that Double DQN and plain DQN give different values
+  copyin(agent.target, agent.theta.numpy() + rng.normal(scale=0.1, size=agent.theta.shape).astype(np.float32))
+  copyin(agent.adam_mv, np.zeros(agent.adam_mv.shape, np.float32))
+  b = _batch(agent, rng)
+  theta, target = agent.theta.numpy().copy(), agent.target.numpy().copy()
+  a, r, term = b[:, O].astype(int), b[:, O + 1], b[:, 2 * O + 2]
+  next_a = q_numpy(agent, theta, b[:, O + 2:2 * O + 2]).argmax(1)
+  y = r + g * (1 - term) * q_numpy(agent, target, b[:, O + 2:2 * O + 2])[np.arange(len(b)), next_a]
+  d = q_numpy(agent, theta, b[:, :O])[np.arange(len(b)), a] - y
+  expected_loss = np.where(np.abs(d) < 1, 0.5 * d * d, np.abs(d) - 0.5).mean()
+  copyin(agent.batch_in, b)
+  lr_t = 1e-3 * (1 - 0.999) ** 0.5 / (1 - 0.9)                      # Adam's bias-corrected step size, t = 1
+  copyin(agent.lr_tau_in, np.array([lr_t, 0.0], np.float32))        # tau 0: target unchanged
+  with Context(TRAINING=1): loss = agent._update(agent.batch_in, agent.lr_tau_in).item()
+  assert loss == pytest.approx(expected_loss, rel=1e-5)
+  step = agent.theta.numpy() - theta
+  moved = np.abs(step) > 1e-9
+  assert moved.mean() > 0.5
+  np.testing.assert_allclose(np.abs(step[moved]), 1e-3, rtol=1e-2)   # Adam's first step: lr * sign(grad)
+  np.testing.assert_array_equal(agent.target.numpy(), target)
+  # a hard copy (tau 1) on the next step: target = theta after that step
+  copyin(agent.lr_tau_in, np.array([1e-3, 1.0], np.float32))
+  with Context(TRAINING=1): agent._update(agent.batch_in, agent.lr_tau_in)
+  np.testing.assert_allclose(agent.target.numpy(), agent.theta.numpy(), rtol=0, atol=1e-6)
+  # Polyak: target += 0.25 (theta - target)
+  before_t = agent.target.numpy().copy()
+  copyin(agent.lr_tau_in, np.array([1e-3, 0.25], np.float32))
+  with Context(TRAINING=1): agent._update(agent.batch_in, agent.lr_tau_in)
+  np.testing.assert_allclose(agent.target.numpy(), before_t + 0.25 * (agent.theta.numpy() - before_t), rtol=1e-5, atol=1e-7)
+
+
+def test_replay_is_a_ring_buffer_and_samples_only_what_it_holds():
+  replay = Replay(10, 3)
+  rows = np.arange(7 * 3, dtype=np.float32).reshape(7, 3)
+  replay.add(rows[:4])
+  assert set(replay.sample(np.random.default_rng(0), 200)[:, 0]) == {0.0, 3.0, 6.0, 9.0}   # never an empty row
+  replay.add(rows)
+  replay.add(rows[:1])                     # capacity 10: 12 rows, the two oldest overwritten
+  assert replay.len == 10 and replay.pos == 2
+  np.testing.assert_array_equal(replay.rows[:2], np.stack([rows[6], rows[0]]))
+  np.testing.assert_array_equal(replay.rows[2:4], rows[2:4])
+  np.testing.assert_array_equal(replay.rows[4:10], rows[:6])
+
+
+def test_greedy_matches_numpy_for_any_batch_size(agent):
+  rng = np.random.default_rng(1)
+  for n in (3, 4, 10, 3):
+    obs = rng.normal(size=(n, agent.obs_dim)).astype(np.float32)
+    np.testing.assert_array_equal(agent.act(obs), q_numpy(agent, agent.theta.numpy(), obs).argmax(1))
+
+
+def test_jitted_inputs_refuse_another_shape(agent):
+  with pytest.raises(AssertionError, match="does not match"):
+    copyin(agent.batch_in, np.zeros((agent.cfg.batch_size + 1, agent.width), np.float32))
+
+
+def test_training_stores_real_transitions_and_stays_finite():
+  a = DQN(TASK, 3, Config(num_envs=4, hidden=16, batch_size=8, buffer_size=1000, learning_starts=16, train_every=8,
+                          gradient_steps=2))
+  steps = list(itertools.islice(a.train(), 6))
+  assert steps == sorted(steps) and steps[-1] <= 6 * 8 * 4 and a.profile["updates"] >= 4
+  r, O = a.replay.rows[:a.replay.len], a.obs_dim
+  assert a.replay.len == steps[-1]                                   # one row per counted env step
+  fell = (np.abs(r[:, O + 2 + 2]) > 0.2095) | (np.abs(r[:, O + 2]) > 2.4)
+  np.testing.assert_array_equal(fell, r[:, 2 * O + 2] > 0)           # terminated exactly when CartPole fails
+  assert np.isfinite(a.theta.numpy()).all()
