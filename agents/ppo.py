@@ -55,6 +55,7 @@ class Config:
 # lacks; without it (and with rewards scaled by 0.1) PPO stayed near -900 after 100k steps (seed 0).
 TASK_CONFIGS: dict[str, Config] = {
   "CartPole-v1": Config(),
+  "Acrobot-v1": Config(),       # CartPole's settings solved it on seeds 0-1 in 17-38k steps
 }
 
 

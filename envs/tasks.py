@@ -69,6 +69,13 @@ TASKS: dict[str, Task] = {t.name: t for t in [
     min_solve_rate=0.9, tiers=("quick",), agents=("ppo", "dqn"),
   ),
   Task(
+    name="Acrobot-v1", env_id="Acrobot-v1",
+    threshold=-100.0, threshold_source="gymnasium reward_threshold",
+    time_budget_s=300.0, step_budget=500_000,
+    eval_episodes=10, confirm_episodes=100, eval_every_steps=4096,
+    min_solve_rate=0.9, tiers=("quick",), agents=("ppo", "dqn"),
+  ),
+  Task(
     name="Pendulum-v1", env_id="Pendulum-v1",
     threshold=-200.0, threshold_source="documented: gymnasium sets none; -200 per the agents issue (trained SAC/TD3 "
                                        "reach about -150 in CleanRL's and rl-zoo3's reports)",
