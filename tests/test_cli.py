@@ -16,7 +16,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def bench(*args, results, timeout=300):
-  cmd = [sys.executable, "-m", "pytest", "bench/", "-p", "no:cacheprovider", "--results-dir", str(results), *args]
+  """`pytest bench/` in a subprocess; on CartPole-v1 unless the args pick tasks (the fake agents are CartPole's)."""
+  task = [] if {"--task", "--tier"} & set(args) else ["--task", "CartPole-v1"]
+  cmd = [sys.executable, "-m", "pytest", "bench/", "-p", "no:cacheprovider", "--results-dir", str(results), *task, *args]
   return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
@@ -93,7 +95,8 @@ def test_ctrl_c_keeps_finished_records_and_kills_the_agent(tmp_path):
   before = _children()
   # three quick Scripted runs, then SlowNeverLearns, whose runs last until a budget runs out
   cmd = [sys.executable, "-m", "pytest", "bench/", "-p", "no:cacheprovider", "--results-dir", str(tmp_path), "--seeds", "3",
-         "--no-cold-start", "--agent", "tests/fake_agents.py:Scripted", "--agent", "tests/fake_agents.py:SlowNeverLearns"]
+         "--no-cold-start", "--task", "CartPole-v1", "--agent", "tests/fake_agents.py:Scripted",
+         "--agent", "tests/fake_agents.py:SlowNeverLearns"]
   proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
   deadline = time.time() + 120
   while time.time() < deadline:
