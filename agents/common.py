@@ -1,4 +1,5 @@
-"""tinygrad helpers the reference agents share: numpy weight init, in-place buffer reads and writes."""
+"""tinygrad helpers the reference agents share: numpy weight init, views into a flat parameter buffer,
+Adam on such a buffer, in-place buffer reads and writes, a numpy replay buffer."""
 from __future__ import annotations
 
 import numpy as np
@@ -10,6 +11,46 @@ def orthogonal(rng: np.random.Generator, fan_in: int, fan_out: int, gain: float)
   q, r = np.linalg.qr(a)
   q *= np.sign(np.diag(r))
   return (gain * (q if fan_in >= fan_out else q.T)).astype(np.float32)
+
+
+def mlp_layout(prefix: str, sizes: list[int]) -> list[tuple[str, tuple[int, ...]]]:
+  """(name, shape) of an MLP's weights and biases, in order: {prefix}w0, {prefix}b0, {prefix}w1, ..."""
+  out = []
+  for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])): out += [(f"{prefix}w{i}", (a, b)), (f"{prefix}b{i}", (b,))]
+  return out
+
+
+def views(flat: Tensor, layout: list[tuple[str, tuple[int, ...]]]) -> dict[str, Tensor]:
+  """Named views into one flat parameter buffer, in layout order. `contiguous_backward` per view keeps the
+  backward pass from computing the whole flat gradient through one `where()` (tinygrad-notes)."""
+  out, off = {}, 0
+  for name, shape in layout:
+    n = int(np.prod(shape))
+    out[name] = flat[off:off + n].reshape(shape).contiguous_backward()
+    off += n
+  return out
+
+
+def relu_mlp(p: dict[str, Tensor], prefix: str, x: Tensor, layers: int) -> Tensor:
+  """x through `layers` linear layers {prefix}w{i}, {prefix}b{i} of `p`, ReLU between them."""
+  for i in range(layers):
+    x = x @ p[f"{prefix}w{i}"] + p[f"{prefix}b{i}"]
+    if i < layers - 1: x = x.relu()
+  return x
+
+
+def adam_lr(lr: float, t: int) -> float:
+  """Adam's bias-corrected step size for step t (betas 0.9, 0.999), computed in numpy and fed to the jit."""
+  return lr * (1 - 0.999**t) ** 0.5 / (1 - 0.9**t)
+
+
+def adam_step(theta: Tensor, mv: Tensor, betas: Tensor, g: Tensor, lr_t: Tensor, eps: float) -> Tensor:
+  """Adam on a flat buffer, both moments in one (2, P) buffer `mv` (betas: [[0.9], [0.999]]): one kernel
+  for the moments, one for the weights. Assigns both; returns the new weights' expression."""
+  mv.assign(mv * betas + (1 - betas) * Tensor.stack(g, g * g))
+  new = theta.detach() - lr_t * mv[0] / (mv[1].sqrt() + eps)
+  theta.assign(new)
+  return new
 
 
 def copyout(t: Tensor, out: np.ndarray) -> np.ndarray:

@@ -22,7 +22,7 @@ import numpy as np
 from tinygrad import Tensor, TinyJit, dtypes
 from tinygrad.helpers import Context
 
-from agents.common import Replay, copyin, copyout, orthogonal
+from agents.common import Replay, adam_lr, adam_step, copyin, copyout, mlp_layout, orthogonal, relu_mlp, views
 
 
 @dataclass(frozen=True)
@@ -70,10 +70,8 @@ class DQN:
     self.profile = {"construct_s": 0.0, "env_s": 0.0, "act_s": 0.0, "update_s": 0.0, "capture_s": 0.0, "updates": 0}
     t0 = time.perf_counter()
     O, A, H = self.obs_dim, self.n_actions, cfg.hidden
-    sizes = [O] + [H] * cfg.layers + [A]
-    self.layout, weights = [], []
-    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-      self.layout += [(f"w{i}", (fan_in, fan_out)), (f"b{i}", (fan_out,))]
+    self.layout, weights = mlp_layout("", [O] + [H] * cfg.layers + [A]), []
+    for i, (_, (fan_in, fan_out)) in enumerate(self.layout[::2]):
       weights += [orthogonal(self.rng, fan_in, fan_out, 1.0 if i == cfg.layers else 2**0.5), np.zeros(fan_out, np.float32)]
     flat = np.concatenate([w.ravel() for w in weights])
     self.theta, self.target = Tensor(flat).realize(), Tensor(flat).realize()
@@ -97,16 +95,7 @@ class DQN:
     self.profile["construct_s"] = time.perf_counter() - t0
 
   def _q(self, theta: Tensor, obs: Tensor) -> Tensor:
-    h, off = obs, 0
-    for i in range(self.cfg.layers + 1):
-      (_, ws), (_, bs) = self.layout[2 * i], self.layout[2 * i + 1]
-      w = theta[off:off + ws[0] * ws[1]].reshape(ws).contiguous_backward()
-      off += ws[0] * ws[1]
-      b = theta[off:off + bs[0]].contiguous_backward()
-      off += bs[0]
-      h = h @ w + b
-      if i < self.cfg.layers: h = h.relu()
-    return h
+    return relu_mlp(views(theta, self.layout), "", obs, self.cfg.layers + 1)
 
   def _update_fn(self, batch: Tensor, lr_tau: Tensor) -> Tensor:
     """One Double-DQN gradient step with Adam, then target <- target + tau * (theta - target)."""
@@ -120,9 +109,7 @@ class DQN:
     loss = huber(q - y)
     g, = loss.gradient(self.theta)
     g = g * (cfg.max_grad_norm / (g.square().sum().sqrt() + 1e-6)).minimum(1.0).contiguous()
-    self.adam_mv.assign(self.adam_mv * self.betas + (1 - self.betas) * Tensor.stack(g, g * g))
-    new_theta = self.theta.detach() - lr_tau[0] * self.adam_mv[0] / (self.adam_mv[1].sqrt() + cfg.adam_eps)
-    self.theta.assign(new_theta)
+    new_theta = adam_step(self.theta, self.adam_mv, self.betas, g, lr_tau[0], cfg.adam_eps)
     self.target.assign(self.target + lr_tau[1] * (new_theta - self.target))
     Tensor.realize(loss, self.adam_mv, self.theta, self.target)   # loss of the weights before the step
     return loss
@@ -143,7 +130,7 @@ class DQN:
     cfg = self.cfg
     for k in range(cfg.gradient_steps):
       self.adam_t += 1
-      lr_t = cfg.lr * (1 - 0.999**self.adam_t) ** 0.5 / (1 - 0.9**self.adam_t)
+      lr_t = adam_lr(cfg.lr, self.adam_t)
       if cfg.target_tau < 1.0: tau = cfg.target_tau
       else: tau = 1.0 if k == 0 and phase % cfg.target_every == 0 else 0.0
       copyin(self.lr_tau_in, np.array([lr_t, tau], np.float32))

@@ -28,7 +28,7 @@ import numpy as np
 from tinygrad import Tensor, TinyJit, dtypes
 from tinygrad.helpers import Context
 
-from agents.common import copyin, copyout, orthogonal
+from agents.common import adam_lr, adam_step, copyin, copyout, orthogonal, views
 
 
 @dataclass(frozen=True)
@@ -124,12 +124,7 @@ class PPO:
 
   # --- the network: one block-diagonal MLP for actor and critic ---
   def _params(self) -> dict[str, Tensor]:
-    out, off = {}, 0
-    for name, shape in self.layout:
-      n = int(np.prod(shape))
-      out[name] = self.theta[off:off + n].reshape(shape).contiguous_backward()
-      off += n
-    return out
+    return views(self.theta, self.layout)
 
   def _forward(self, obs: Tensor) -> tuple[Tensor, Tensor]:
     p, h = self._params(), obs
@@ -178,9 +173,7 @@ class PPO:
     if cfg.ent_coef: loss = loss - cfg.ent_coef * (entropy * w).sum()
     g, = loss.gradient(self.theta)
     g = g * (cfg.max_grad_norm / (g.square().sum().sqrt() + 1e-6)).minimum(1.0)
-    # Adam with both moments in one (2, P) buffer: one kernel for the moments, one for the weights
-    self.adam_mv.assign(self.adam_mv * self.betas + (1 - self.betas) * Tensor.stack(g, g * g))
-    self.theta.assign(self.theta.detach() - lr_t * self.adam_mv[0] / (self.adam_mv[1].sqrt() + cfg.adam_eps))
+    adam_step(self.theta, self.adam_mv, self.betas, g, lr_t, cfg.adam_eps)
     Tensor.realize(self.adam_mv, self.theta)
     return self.theta
 
@@ -215,14 +208,13 @@ class PPO:
     term_buf, trunc_buf, valid_buf = (np.zeros((T, N), bool) for _ in range(3))
     obs, _ = self.envs.reset(seed=self.seed)
     autoreset = np.zeros(N, bool)   # gymnasium next-step autoreset: this step only resets these envs
-    steps = 0
+    steps, aw = 0, self.aw
     with Context(TRAINING=1):
       out = self._timed("act_s", "first_act_s", self._sample, obs)
       while True:
         # --- rollout: T steps of N envs ---
         for t in range(T):
           obs_buf[t], valid_buf[t] = obs, ~autoreset
-          aw = self.aw
           act_buf[t], logp_buf[t], val_buf[t] = out[:, :aw], out[:, aw], out[:, aw + 1]
           t0 = time.perf_counter()
           action = out[:, 0].astype(np.int64) if self.discrete else np.clip(out[:, :aw], self.low, self.high)
@@ -252,7 +244,7 @@ class PPO:
   def _learn(self, mb_obs: np.ndarray, mb_data: np.ndarray) -> None:
     for i in range(len(mb_obs)):
       self.adam_t += 1
-      copyin(self.lr_in, np.array([self.cfg.lr * (1 - 0.999**self.adam_t) ** 0.5 / (1 - 0.9**self.adam_t)], np.float32))
+      copyin(self.lr_in, np.array([adam_lr(self.cfg.lr, self.adam_t)], np.float32))
       copyin(self.mb_obs, mb_obs[i])
       copyin(self.mb_data, mb_data[i])
       self._update(self.mb_obs, self.mb_data, self.lr_in)

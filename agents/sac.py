@@ -24,7 +24,7 @@ import numpy as np
 from tinygrad import Tensor, TinyJit
 from tinygrad.helpers import Context
 
-from agents.common import Replay, copyin, copyout
+from agents.common import Replay, adam_lr, adam_step, copyin, copyout, mlp_layout, relu_mlp, views
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
@@ -52,12 +52,6 @@ TASK_CONFIGS: dict[str, Config] = {
 }
 
 
-def _mlp_layout(prefix: str, sizes: list[int]) -> list[tuple[str, tuple[int, ...]]]:
-  out = []
-  for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])): out += [(f"{prefix}w{i}", (a, b)), (f"{prefix}b{i}", (b,))]
-  return out
-
-
 def _init(rng: np.random.Generator, layout) -> np.ndarray:
   """PyTorch's default Linear init (uniform +-1/sqrt(fan_in) for weights and biases), as SB3 and CleanRL use."""
   parts = []
@@ -65,22 +59,6 @@ def _init(rng: np.random.Generator, layout) -> np.ndarray:
     bound = 1 / math.sqrt(w_shape[0])
     parts += [rng.uniform(-bound, bound, w_shape).ravel(), rng.uniform(-bound, bound, b_shape)]
   return np.concatenate(parts).astype(np.float32)
-
-
-def _views(flat: Tensor, layout) -> dict[str, Tensor]:
-  out, off = {}, 0
-  for name, shape in layout:
-    n = int(np.prod(shape))
-    out[name] = flat[off:off + n].reshape(shape).contiguous_backward()
-    off += n
-  return out
-
-
-def _mlp(p: dict[str, Tensor], prefix: str, x: Tensor, layers: int) -> Tensor:
-  for i in range(layers):
-    x = x @ p[f"{prefix}w{i}"] + p[f"{prefix}b{i}"]
-    if i < layers - 1: x = x.relu()
-  return x
 
 
 def squashed_gaussian(mean: Tensor, log_std: Tensor, noise: Tensor) -> tuple[Tensor, Tensor]:
@@ -104,8 +82,8 @@ class SAC:
     self.profile = {"construct_s": 0.0, "env_s": 0.0, "act_s": 0.0, "update_s": 0.0, "capture_s": 0.0, "updates": 0}
     t0 = time.perf_counter()
     O, A, H = self.obs_dim, self.act_dim, cfg.hidden
-    self.actor_layout = _mlp_layout("pi", [O, H, H, 2 * A])
-    self.critic_layout = _mlp_layout("q1", [O + A, H, H, 1]) + _mlp_layout("q2", [O + A, H, H, 1])
+    self.actor_layout = mlp_layout("pi", [O, H, H, 2 * A])
+    self.critic_layout = mlp_layout("q1", [O + A, H, H, 1]) + mlp_layout("q2", [O + A, H, H, 1])
     actor, critic = _init(self.rng, self.actor_layout), _init(self.rng, self.critic_layout)
     self.actor, self.critic, self.critic_target = Tensor(actor).realize(), Tensor(critic).realize(), Tensor(critic).realize()
     self.log_alpha = Tensor([math.log(cfg.init_alpha)]).realize()
@@ -134,18 +112,14 @@ class SAC:
 
   # --- networks ---
   def _policy(self, actor: Tensor, obs: Tensor) -> tuple[Tensor, Tensor]:
-    out = _mlp(_views(actor, self.actor_layout), "pi", obs, 3)
+    out = relu_mlp(views(actor, self.actor_layout), "pi", obs, 3)
     mean, log_std = out[:, :self.act_dim], out[:, self.act_dim:]
     log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (log_std.tanh() + 1)   # CleanRL's bounded log-std
     return mean, log_std
 
   def _q(self, critic: Tensor, obs: Tensor, act: Tensor) -> tuple[Tensor, Tensor]:
-    p, x = _views(critic, self.critic_layout), obs.cat(act, dim=1)
-    return _mlp(p, "q1", x, 3)[:, 0], _mlp(p, "q2", x, 3)[:, 0]
-
-  def _adam(self, theta: Tensor, mv: Tensor, g: Tensor, lr_t: Tensor) -> None:
-    mv.assign(mv * self.betas + (1 - self.betas) * Tensor.stack(g, g * g))
-    theta.assign(theta.detach() - lr_t * mv[0] / (mv[1].sqrt() + self.cfg.adam_eps))
+    p, x = views(critic, self.critic_layout), obs.cat(act, dim=1)
+    return relu_mlp(p, "q1", x, 3)[:, 0], relu_mlp(p, "q2", x, 3)[:, 0]
 
   def _update_fn(self, batch: Tensor, lr_t: Tensor) -> Tensor:
     """One SAC gradient step: critics, actor, temperature, then the Polyak target update."""
@@ -169,9 +143,9 @@ class SAC:
     g_critic, = critic_loss.gradient(self.critic)
     g_actor, = actor_loss.gradient(self.actor)
     g_alpha, = alpha_loss.gradient(self.log_alpha)
-    self._adam(self.critic, self.adam[1], g_critic, lr_t)
-    self._adam(self.actor, self.adam[0], g_actor, lr_t)
-    self._adam(self.log_alpha, self.adam[2], g_alpha, lr_t)
+    for theta, mv, g in ((self.critic, self.adam[1], g_critic), (self.actor, self.adam[0], g_actor),
+                         (self.log_alpha, self.adam[2], g_alpha)):
+      adam_step(theta, mv, self.betas, g, lr_t, cfg.adam_eps)
     self.critic_target.assign(self.critic_target + cfg.tau * (self.critic - self.critic_target))
     losses = Tensor.stack(critic_loss, actor_loss, alpha_loss)
     Tensor.realize(losses, *self.adam, self.critic, self.actor, self.log_alpha, self.critic_target)
@@ -201,7 +175,7 @@ class SAC:
     k = self.replay.rows.shape[1]
     for _ in range(cfg.gradient_steps):
       self.adam_t += 1
-      copyin(self.lr_in, np.array([cfg.lr * (1 - 0.999**self.adam_t) ** 0.5 / (1 - 0.9**self.adam_t)], np.float32))
+      copyin(self.lr_in, np.array([adam_lr(cfg.lr, self.adam_t)], np.float32))
       batch[:, :k] = self.replay.sample(self.rng, cfg.batch_size)
       batch[:, k:] = self.rng.standard_normal((cfg.batch_size, 2 * A), dtype=np.float32)
       copyin(self.batch_in, batch)

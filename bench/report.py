@@ -20,8 +20,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from bench.records import load_curves, load_runs  # noqa: E402
-from bench.stats import ALPHA, compare_runs, performance_profile, pick_baseline  # noqa: E402
+from bench.records import load_runs  # noqa: E402
+from bench.stats import ALPHA, compare_runs, performance_profile  # noqa: E402
 
 VERDICT_COLORS = {"faster": "tab:green", "no significant difference": "tab:gray", "slower": "tab:red",
                   "fails to solve": "black", "not comparable": "tab:orange"}
@@ -272,7 +272,7 @@ def write_report(runs: pd.DataFrame, out_dir: str, *, baseline: str | None = Non
     pngs.append(plot_learning_curves(runs, os.path.join(out_dir, PNGS[1])))
     if len(comparisons):
       pngs.append(plot_speedup(comparisons, os.path.join(out_dir, PNGS[2])))
-      baselines = {t: pick_baseline(timed, t, baseline) for t in comparisons["task"].unique()}
+      baselines = dict(zip(comparisons["task"], comparisons["baseline"]))   # as compare_runs picked them
       taus = np.exp(np.linspace(np.log(0.05), np.log(20), 300))
       pngs.append(plot_performance_profile(performance_profile(runs, baselines, taus), baselines, os.path.join(out_dir, PNGS[3])))
   titles = {PNGS[0]: "Time-to-threshold", PNGS[1]: "Learning curves", PNGS[2]: "Speed-up", PNGS[3]: "Performance profile"}
