@@ -16,7 +16,8 @@ KNOWN_DEVICES = ("CPU", "CUDA", "NV", "AMD", "METAL", "CL", "QCOM", "WEBGPU", "P
 def pytest_addoption(parser):
   g = parser.getgroup("rlspeedrun", "rlspeedrun benchmark (pytest bench/)")
   g.addoption("--agent", action="append", default=[], metavar="AGENT",
-              help="agent to run: a reference/peer name (ppo, sb3-ppo), 'pkg.module:Class' or 'path/to/file.py:Class'; "
+              help="agent to run: a reference or peer name (ppo, dqn, sac, sb3-ppo, ...), an installed entry point "
+                   "(group rlspeedrun.agents), 'pkg.module:Class' or 'path/to/file.py:Class', optionally as NAME=AGENT; "
                    "repeatable. Default: each task's reference agents")
   g.addoption("--with-references", action="store_true",
               help="also run each task's reference agents beside the --agent entries (the comparison a bounty needs)")
@@ -60,11 +61,14 @@ def pytest_generate_tests(metafunc):
   try:
     tasks = [get_task(t) for t in cfg.getoption("--task")] or tasks_in_tier(cfg.getoption("--tier"))
     agent_names = cfg.getoption("--agent")
+    resolved: dict = {}      # each name resolved once (entry points scanned, source found), whatever the tasks
     pairs = []
     for t in tasks:
       names = list(t.agents) if cfg.getoption("--with-references") or not agent_names else []
       names += [a for a in agent_names if a not in names]
-      specs = [resolve_agent(a) for a in names]
+      for a in names:
+        if a not in resolved: resolved[a] = resolve_agent(a)
+      specs = [resolved[a] for a in names]
       dup = {s.name for s in specs if sum(x.name == s.name for x in specs) > 1}
       if dup: raise AgentError(f"two agents are called {', '.join(sorted(dup))}: name one with --agent NAME=AGENT")
       pairs += [(s, t) for s in specs]
@@ -129,7 +133,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
                                             force=config.getoption("--force-compare"), sources=bs.writer.path)
   if len(comparisons):
     tr.write_sep("-", "verdicts (bench/stats.py; PROTOCOL.md section 10)")
-    tr.write_line(verdict_table(comparisons).to_string(index=False).replace("**", ""))
+    tr.write_line(verdict_table(comparisons, bold=False).to_string(index=False))
   for w in warns: tr.write_line(f"warning: {w}", yellow=True)
   tr.write_line(f"run records: {bs.writer.path}")
   tr.write_line(f"report:      {report} (+ PNGs beside it)")

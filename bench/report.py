@@ -59,8 +59,9 @@ def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
   return pd.DataFrame(rows)
 
 
-def verdict_table(comparisons: pd.DataFrame) -> pd.DataFrame:
-  """The comparisons, formatted for people."""
+def verdict_table(comparisons: pd.DataFrame, bold: bool = True) -> pd.DataFrame:
+  """The comparisons, formatted for people; the verdict in Markdown bold unless bold=False (terminals)."""
+  mark = "**" if bold else ""
   return pd.DataFrame({
     "task": comparisons["task"], "entry": comparisons["entry"], "baseline": comparisons["baseline"],
     "solved (entry / baseline)": [f"{e:.0%} / {b:.0%}" for e, b in zip(comparisons["solve_rate_entry"], comparisons["solve_rate_baseline"])],
@@ -71,7 +72,7 @@ def verdict_table(comparisons: pd.DataFrame) -> pd.DataFrame:
     "p (entry faster)": [f"{p:.2g}" for p in comparisons["p_faster"]],
     "P(improvement)": [f"{p:.2f}" for p in comparisons["prob_improvement"]],
     "runs": [f"{e} / {b}" for e, b in zip(comparisons["runs_entry"], comparisons["runs_baseline"])],
-    "verdict": [f"**{v}**" + (f" ({n})" if n else "") for v, n in zip(comparisons["verdict"], comparisons["notes"])],
+    "verdict": [f"{mark}{v}{mark}" + (f" ({n})" if n else "") for v, n in zip(comparisons["verdict"], comparisons["notes"])],
   })
 
 
@@ -311,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
   out = args.out or (first if os.path.isdir(first) else os.path.dirname(first) or ".")
   path, comparisons, warns = write_report(runs, out, baseline=args.baseline, force=args.force, sources=", ".join(args.sources))
   print(summary_table(runs).to_string(index=False))
-  if len(comparisons): print("\n" + verdict_table(comparisons).to_string(index=False).replace("**", ""))
+  if len(comparisons): print("\n" + verdict_table(comparisons, bold=False).to_string(index=False))
   for w in warns: print(f"warning: {w}", file=sys.stderr)
   print(f"\nreport: {path}")
   return 0
