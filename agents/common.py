@@ -82,3 +82,16 @@ class Replay:
 
   def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
     return self.rows[rng.integers(0, self.len, n)]
+
+
+class RunningMeanStd:
+  """Running mean and variance of a stream of batches (Chan et al.'s parallel update), as SB3's VecNormalize."""
+  def __init__(self, shape: tuple[int, ...] = ()):
+    self.mean, self.var, self.count = np.zeros(shape, np.float64), np.ones(shape, np.float64), 1e-4
+
+  def update(self, x: np.ndarray) -> None:
+    m, v, n = x.mean(0), x.var(0), len(x)
+    delta, total = m - self.mean, self.count + n
+    self.mean = self.mean + delta * n / total
+    self.var = (self.var * self.count + v * n + delta**2 * self.count * n / total) / total
+    self.count = total

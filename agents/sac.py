@@ -47,8 +47,12 @@ class Config:
 
 # per-task overrides, as data (rl-zoo3's sac.yml is the starting point: Pendulum-v1 lr 1e-3, the rest SB3's
 # defaults: 256x256 nets, batch 256, one gradient step per env step, tau 0.005, learning_starts 100)
+# The hard tier's MuJoCo tasks take the zoo's HalfCheetah/Hopper SAC as it is (SB3's defaults, 10k random steps).
+MUJOCO = Config(hidden=256, batch_size=256, buffer_size=1_000_000, learning_starts=10_000, lr=3e-4, tau=0.005)
 TASK_CONFIGS: dict[str, Config] = {
   "Pendulum-v1": Config(),
+  "HalfCheetah-v5": MUJOCO,
+  "Hopper-v5": MUJOCO,
 }
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
-import gymnasium as gym
 
 from bench.agent_api import check_actions
 
@@ -33,7 +32,7 @@ def evaluate(task, policy: Callable[[np.ndarray], np.ndarray], seeds: list[int])
   an agent sees one fixed batch size per evaluation kind; actions of finished envs are ignored.
   Returns the undiscounted return of each episode."""
   n = len(seeds)
-  envs = gym.make_vec(task.env_id, num_envs=n, vectorization_mode="sync", **task.env_kwargs)
+  envs = task.gym_make_vec(n, vectorization_mode="sync")
   try:
     max_steps = envs.spec.max_episode_steps if envs.spec and envs.spec.max_episode_steps else 100_000
     obs, _ = envs.reset(seed=seeds)

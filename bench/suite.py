@@ -7,7 +7,6 @@ import shutil
 import tempfile
 from typing import Callable
 
-import gymnasium as gym
 import numpy as np
 
 from bench.agent_api import AgentError, AgentSpec, check_actions
@@ -76,6 +75,6 @@ class Suite:
 
 def _sample_observations(task, n: int) -> np.ndarray:
   """Real start states (not evaluation seeds) to check act() on a batch of n."""
-  env = gym.make_vec(task.env_id, num_envs=n, vectorization_mode="sync", **task.env_kwargs)
+  env = task.gym_make_vec(n, vectorization_mode="sync")
   try: return env.reset(seed=WARMUP_SEED)[0]
   finally: env.close()

@@ -2,15 +2,18 @@
 
 A task is data. Adding one means adding one `Task(...)` entry to `TASKS` below; the referee,
 the benchmark parametrization and the report pick it up from there. PROTOCOL.md explains the rules.
+Tasks whose environments need more than classic control name the pyproject extra that installs them
+(`extra`); `envs/extras.py` registers the ids that gymnasium does not know by itself (ALE, MinAtar).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import gymnasium as gym
 
 from envs.counting import CountEpisodeSteps, CountVectorSteps
+from envs.extras import atari_preprocessing, channels_first, ensure_registered
 
 
 @dataclass(frozen=True)
@@ -29,15 +32,33 @@ class Task:
   tiers: tuple[str, ...] = ()
   agents: tuple[str, ...] = ()      # reference agents that run on this task by default
   env_kwargs: dict[str, Any] = field(default_factory=dict)
+  wrappers: tuple[Callable[[gym.Env], gym.Env], ...] = ()   # applied to every env, training and evaluation
+  extra: str | None = None          # the pyproject extra that installs the environment
 
   def __post_init__(self):
     if self.eval_every_steps is None and self.eval_every_seconds is None:
       raise ValueError(f"task {self.name}: set eval_every_steps and/or eval_every_seconds")
 
+  # --- environments as the task defines them (registration, kwargs, wrappers); nothing counted ---
+  def gym_make(self, **kwargs) -> gym.Env:
+    ensure_registered(self.env_id, self.extra)
+    env = gym.make(self.env_id, **{**self.env_kwargs, **kwargs})
+    for wrap in self.wrappers: env = wrap(env)
+    return env
+
+  def gym_make_vec(self, num_envs: int, vectorization_mode: str | None = None, **kwargs) -> gym.vector.VectorEnv:
+    """gymnasium's make_vec; vectorization_mode None picks the native vectorized env where there is one."""
+    ensure_registered(self.env_id, self.extra)
+    if vectorization_mode is None:
+      native = gym.spec(self.env_id).vector_entry_point is not None and not self.wrappers
+      vectorization_mode = "vector_entry_point" if native else "sync"
+    return gym.make_vec(self.env_id, num_envs=num_envs, vectorization_mode=vectorization_mode,
+                        wrappers=list(self.wrappers) or None, **{**self.env_kwargs, **kwargs})
+
   # --- what an agent uses to build its training environments (steps are counted by the referee) ---
   def make_env(self, **kwargs) -> gym.Env:
     """One training environment (gymnasium API), wrapped so the referee counts its steps."""
-    return CountEpisodeSteps(gym.make(self.env_id, **{**self.env_kwargs, **kwargs}))
+    return CountEpisodeSteps(self.gym_make(**kwargs))
 
   def make_vec(self, num_envs: int, vectorization_mode: str | None = None, **kwargs) -> gym.vector.VectorEnv:
     """`num_envs` training environments as one gymnasium VectorEnv, steps counted by the referee.
@@ -45,15 +66,10 @@ class Task:
     vectorization_mode is gymnasium's: "sync", "async" or "vector_entry_point" (a native vectorized
     implementation, where the environment has one); None picks the native one when it exists.
     """
-    if vectorization_mode is None:
-      has_native = gym.spec(self.env_id).vector_entry_point is not None
-      vectorization_mode = "vector_entry_point" if has_native else "sync"
-    env = gym.make_vec(self.env_id, num_envs=num_envs, vectorization_mode=vectorization_mode,
-                       **{**self.env_kwargs, **kwargs})
-    return CountVectorSteps(env)
+    return CountVectorSteps(self.gym_make_vec(num_envs, vectorization_mode, **kwargs))
 
   def spaces(self) -> tuple[gym.Space, gym.Space]:
-    env = gym.make(self.env_id, **self.env_kwargs)
+    env = self.gym_make()
     try:
       return env.observation_space, env.action_space
     finally:
@@ -81,11 +97,65 @@ TASKS: dict[str, Task] = {t.name: t for t in [
                                        "reach about -150 in CleanRL's and rl-zoo3's reports)",
     time_budget_s=300.0, step_budget=100_000,
     eval_episodes=10, confirm_episodes=100, eval_every_steps=2000,
-    min_solve_rate=0.9, tiers=("quick",), agents=("sac",),
+    min_solve_rate=0.9, tiers=("quick",), agents=("sac", "ppo"),
+  ),
+  # --- standard: CPU, under an hour (extra `box2d` for LunarLander) ---
+  Task(
+    name="LunarLander-v3", env_id="LunarLander-v3",
+    threshold=200.0, threshold_source="gymnasium reward_threshold",
+    time_budget_s=900.0, step_budget=1_000_000,
+    eval_episodes=10, confirm_episodes=100, eval_every_steps=10_000,
+    min_solve_rate=0.9, tiers=("standard",), agents=("ppo", "dqn"), extra="box2d",
+  ),
+  Task(
+    name="MountainCar-v0", env_id="MountainCar-v0",
+    threshold=-110.0, threshold_source="gymnasium reward_threshold",
+    time_budget_s=600.0, step_budget=300_000,
+    eval_episodes=10, confirm_episodes=100, eval_every_steps=5_000,
+    min_solve_rate=0.9, tiers=("standard",), agents=("dqn",),
+  ),
+  Task(
+    name="MountainCarContinuous-v0", env_id="MountainCarContinuous-v0",
+    threshold=90.0, threshold_source="gymnasium reward_threshold",
+    time_budget_s=600.0, step_budget=300_000,
+    eval_episodes=10, confirm_episodes=100, eval_every_steps=5_000,
+    min_solve_rate=0.9, tiers=("standard",), agents=("ppo",),
+  ),
+  # --- hard: a GPU box (extras `mujoco`, `atari`); on a CPU only the smoke test in tests/ runs them ---
+  Task(
+    name="HalfCheetah-v5", env_id="HalfCheetah-v5",
+    threshold=4800.0, threshold_source="gymnasium reward_threshold",
+    time_budget_s=3600.0, step_budget=1_000_000,
+    eval_episodes=10, confirm_episodes=100, eval_every_steps=20_000,
+    min_solve_rate=0.9, tiers=("hard",), agents=("sac",), extra="mujoco",
+  ),
+  Task(
+    name="Hopper-v5", env_id="Hopper-v5",
+    threshold=3800.0, threshold_source="gymnasium reward_threshold",
+    time_budget_s=3600.0, step_budget=1_000_000,
+    eval_episodes=10, confirm_episodes=100, eval_every_steps=20_000,
+    min_solve_rate=0.9, tiers=("hard",), agents=("sac",), extra="mujoco",
+  ),
+  Task(
+    name="Breakout-MinAtar-v1", env_id="MinAtar/Breakout-v1",
+    threshold=20.0, threshold_source="set by this project (MinAtar has none): 20 bricks in one life, two thirds of "
+                                      "a full wall; not yet checked against a reference run on a GPU box",
+    time_budget_s=1800.0, step_budget=5_000_000,
+    eval_episodes=10, confirm_episodes=100, eval_every_steps=50_000,
+    min_solve_rate=0.9, tiers=("hard",), agents=("ppo",), wrappers=(channels_first,), extra="atari",
+  ),
+  Task(
+    name="Pong-v5", env_id="ALE/Pong-v5",
+    threshold=18.0, threshold_source="set by this project (ALE has none): winning by 18 of 21 points; not yet "
+                                     "checked against a reference run on a GPU box",
+    time_budget_s=3600.0, step_budget=10_000_000,
+    eval_episodes=10, confirm_episodes=100, eval_every_steps=100_000,
+    min_solve_rate=0.9, tiers=("hard",), agents=("ppo",), env_kwargs={"frameskip": 1},
+    wrappers=(atari_preprocessing,), extra="atari",
   ),
 ]}
 
-TIERS: tuple[str, ...] = ("quick",)
+TIERS: tuple[str, ...] = ("quick", "standard", "hard")
 
 
 def get_task(name: str) -> Task:

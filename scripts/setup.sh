@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Set up rlspeedrun on a fresh Debian machine with Python 3.11: system packages (clang, which
 # tinygrad's CPU backend compiles kernels with), a virtual environment in .venv, the package.
-#   bash scripts/setup.sh            # core
-#   EXTRAS=peers bash scripts/setup.sh   # also Stable-Baselines3 + torch, for the peer comparison
+#   bash scripts/setup.sh                  # core + the environments of every tier (extra `envs`)
+#   EXTRAS= bash scripts/setup.sh          # core only: enough for the quick tier (other tiers' tests skip)
+#   EXTRAS=envs,peers bash scripts/setup.sh   # also Stable-Baselines3 + torch, for the peer comparison
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
+EXTRAS=${EXTRAS-envs}
 
 if ! command -v clang >/dev/null 2>&1; then
   echo "setup: installing clang (tinygrad's CPU backend needs it)"

@@ -47,21 +47,27 @@ def agent():
   return PPO(TASK, 0, Config(num_envs=8, num_steps=8, epochs=2, minibatches=2))
 
 
-def numpy_forward(agent, obs):
-  """Reference forward pass: separate actor and critic nets read out of the flat parameters."""
-  theta = agent.theta.numpy()
-  p, off = {}, 0
+def params(agent) -> dict[str, np.ndarray]:
+  theta, p, off = agent.theta.numpy(), {}, 0
   for name, shape in agent.layout:
     n = int(np.prod(shape)); p[name] = theta[off:off + n].reshape(shape); off += n
+  return p
+
+
+def numpy_forward(agent, obs, with_latent: bool = False):
+  """Reference forward pass: separate actor and critic nets read out of the flat parameters."""
+  p, latent = params(agent), []
   H, A, L = agent.cfg.hidden, agent.n_actions, agent.cfg.layers
   def mlp(hidden: slice, out: slice):
     h = obs
     for i in range(L + 1):
       rows, cols = (slice(None) if i == 0 else hidden), (hidden if i < L else out)
+      if i == L: latent.append(h)
       h = h @ p[f"w{i}"][rows, cols] + p[f"b{i}"][cols]
       if i < L: h = np.tanh(h)
     return h
-  return mlp(slice(0, H), slice(0, A)), mlp(slice(H, 2 * H), slice(A, A + 1))[:, 0]
+  head, value = mlp(slice(0, H), slice(0, A)), mlp(slice(H, 2 * H), slice(A, A + 1))[:, 0]
+  return (head, value, latent[0]) if with_latent else (head, value)
 
 
 def test_act_is_greedy_for_any_batch_size(agent):
@@ -152,3 +158,100 @@ def test_gaussian_training_updates_the_log_std_and_stays_finite(gaussian):
   for _ in range(3): next(gen)
   theta = gaussian.theta.numpy()
   assert np.isfinite(theta).all() and theta[-1] != pytest.approx(-0.5, abs=1e-6)
+
+
+# --- gSDE: noise = latent @ (eps * std), a matrix per env held for sde_sample_freq steps ---
+@pytest.fixture(scope="module")
+def gsde():
+  return PPO(get_task("Pendulum-v1"), 0, Config(num_envs=8, num_steps=8, epochs=2, minibatches=2, layers=2, gsde=True,
+                                                sde_sample_freq=4, log_std_init=-1.0))
+
+
+def test_gsde_action_and_log_prob_match_numpy_and_scipy(gsde):
+  from scipy import stats
+  rng = np.random.default_rng(5)
+  N, H = gsde.cfg.num_envs, gsde.cfg.hidden
+  obs = rng.normal(size=(N, 3)).astype(np.float32)
+  for _ in range(3):
+    out = gsde._sample(obs).copy()
+    eps = gsde.act_x[:, 3:].reshape(N, H, 1)
+    mean, value, latent = numpy_forward(gsde, obs, with_latent=True)
+    std = np.exp(params(gsde)["log_std"])                            # (hidden, actions)
+    assert std.shape == (H, 1) and std == pytest.approx(np.exp(-1.0))
+    np.testing.assert_allclose(out[:, 0], mean[:, 0] + np.einsum("nh,nha->na", latent, eps * std)[:, 0], atol=1e-5)
+    sigma = np.sqrt(latent**2 @ std**2 + 1e-6)[:, 0]                   # the noise's distribution given the state
+    np.testing.assert_allclose(out[:, 1], stats.norm.logpdf(out[:, 0], mean[:, 0], sigma), rtol=1e-4)
+    np.testing.assert_allclose(out[:, 2], value, atol=1e-5)
+
+
+def test_gsde_noise_is_held_until_redrawn_and_depends_on_the_state(gsde):
+  rng = np.random.default_rng(6)
+  obs, other = (rng.normal(size=(gsde.cfg.num_envs, 3)).astype(np.float32) for _ in range(2))
+  first = gsde._sample(obs)[:, 0].copy()
+  held = gsde._sample(obs, False)[:, 0].copy()
+  moved = gsde._sample(other, False)[:, 0].copy() - numpy_forward(gsde, other)[0][:, 0]
+  redrawn = gsde._sample(obs, True)[:, 0].copy()
+  np.testing.assert_allclose(first, held, atol=1e-6)
+  assert not np.allclose(first, redrawn)
+  assert not np.allclose(moved, first - numpy_forward(gsde, obs)[0][:, 0])   # same matrix, other state, other noise
+
+
+def test_gsde_training_updates_the_log_std_matrix_and_stays_finite(gsde):
+  gen = gsde.train()
+  for _ in range(3): next(gen)
+  log_std = params(gsde)["log_std"]
+  assert np.isfinite(gsde.theta.numpy()).all() and not np.allclose(log_std, -1.0)
+
+
+# --- observation and reward normalisation ---
+def test_running_mean_std_matches_numpy_over_a_stream():
+  from agents.common import RunningMeanStd
+  rng = np.random.default_rng(7)
+  batches = [rng.normal(3.0, 2.0, size=(n, 2)) for n in (1, 5, 64, 7)]
+  rms = RunningMeanStd((2,))
+  for b in batches: rms.update(b)
+  allx = np.concatenate(batches)
+  np.testing.assert_allclose(rms.mean, allx.mean(0), rtol=1e-4)
+  np.testing.assert_allclose(rms.var, allx.var(0), rtol=1e-3)
+
+
+def test_normalized_agent_acts_on_standardised_observations_and_evaluation_does_not_move_them():
+  agent = PPO(TASK, 0, Config(num_envs=8, num_steps=8, epochs=1, minibatches=2, normalize_obs=True, normalize_reward=True))
+  gen = agent.train()
+  for _ in range(2): next(gen)
+  assert agent.obs_rms.count > 100 and agent.ret_rms.count > 100
+  mean, var, count = agent.obs_rms.mean.copy(), agent.obs_rms.var.copy(), agent.obs_rms.count
+  obs = np.random.default_rng(8).normal(size=(5, 4)).astype(np.float32) * 3
+  z = np.clip((obs - mean) / np.sqrt(var + 1e-8), -10, 10).astype(np.float32)
+  np.testing.assert_array_equal(agent.act(obs), numpy_forward(agent, z)[0].argmax(-1))
+  assert agent.obs_rms.count == count and np.array_equal(agent.obs_rms.mean, mean)
+
+
+# --- pixel tasks: a conv torso shared by actor and critic ---
+def numpy_conv_forward(agent, obs):
+  p, h = params(agent), obs.reshape(len(obs), *agent.obs_shape) * agent.cfg.obs_scale
+  for i, (_, k, stride) in enumerate(agent.cfg.conv):
+    win = np.lib.stride_tricks.sliding_window_view(h, (k, k), axis=(2, 3))[:, :, ::stride, ::stride]
+    h = np.maximum(np.einsum("bchwij,ocij->bohw", win, p[f"c{i}"]) + p[f"cb{i}"][:, None, None], 0)
+  h = np.maximum(h.reshape(len(h), -1) @ p["w0"] + p["b0"], 0)
+  out = h @ p["w1"] + p["b1"]
+  return out[:, :agent.n_actions], out[:, agent.n_actions]
+
+
+@pytest.mark.parametrize("name, conv", [("Breakout-MinAtar-v1", ((8, 3, 1),)), ("Pong-v5", ((4, 8, 4), (4, 4, 2)))])
+def test_conv_policy_matches_numpy_for_any_batch_size(name, conv):
+  pytest.importorskip("minatar" if "MinAtar" in name else "ale_py")
+  task = get_task(name)
+  agent = PPO(task, 0, Config(num_envs=2, num_steps=4, minibatches=2, epochs=1, hidden=16, conv=conv,
+                              obs_scale=1 / 255 if "Pong" in name else 1.0))
+  obs_space, _ = task.spaces()
+  rng = np.random.default_rng(9)
+  for n in (1, 3, 2):
+    obs = rng.integers(0, 256 if "Pong" in name else 2, size=(n, *obs_space.shape)).astype(obs_space.dtype)
+    logits, _ = numpy_conv_forward(agent, obs.astype(np.float32))
+    np.testing.assert_array_equal(agent.act(obs), logits.argmax(-1))
+  obs = rng.integers(0, 2, size=(2, *obs_space.shape)).astype(np.float32)
+  out = agent._sample(obs.reshape(2, -1)).copy()
+  logits, value = numpy_conv_forward(agent, obs)
+  np.testing.assert_allclose(out[:, 2], value, rtol=1e-4, atol=1e-5)
+  with pytest.raises(ValueError, match="shape"): agent._sample(obs)           # an image batch, not the flat one

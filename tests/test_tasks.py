@@ -5,12 +5,15 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from envs import TASKS, get_task, tasks_in_tier
+from envs import TASKS, TIERS, get_task, tasks_in_tier
+from envs.extras import ensure_registered
 from envs.counting import STEPS
 
 
 def test_thresholds_are_gymnasiums_where_it_has_one():
   for task in TASKS.values():
+    try: ensure_registered(task.env_id, task.extra)
+    except ImportError: continue                 # the task's extra is not installed here
     spec = gym.spec(task.env_id)
     if task.threshold_source.startswith("gymnasium"):
       assert spec.reward_threshold == task.threshold, task.name
@@ -49,3 +52,34 @@ def test_single_env_counter():
   start = STEPS.count
   for _ in range(5): env.step(0)
   assert STEPS.count - start == 5
+
+
+def test_every_tier_has_tasks_and_every_task_a_known_tier_and_extra():
+  for tier in TIERS: assert tasks_in_tier(tier), tier
+  extras = {"box2d", "mujoco", "atari", None}
+  for task in TASKS.values():
+    assert set(task.tiers) <= set(TIERS) and task.extra in extras, task.name
+
+
+def test_a_missing_extra_is_a_clear_error(monkeypatch):
+  import sys
+  monkeypatch.setitem(sys.modules, "ale_py", None)          # as if ale-py were not installed
+  monkeypatch.setattr(gym, "registry", {k: v for k, v in gym.registry.items() if not k.startswith("ALE/")})
+  with pytest.raises(ImportError, match=r"ALE/Pong-v5 needs .*pip install 'rlspeedrun\[atari\]'"):
+    get_task("Pong-v5").make_vec(1)
+
+
+@pytest.mark.parametrize("name, shape, dtype", [("Breakout-MinAtar-v1", (4, 10, 10), np.float32),
+                                                ("Pong-v5", (4, 84, 84), np.uint8)])
+def test_pixel_tasks_give_channels_first_images_in_training_and_evaluation(name, shape, dtype):
+  pytest.importorskip("minatar" if "MinAtar" in name else "ale_py")
+  task = get_task(name)
+  obs_space, _ = task.spaces()
+  assert obs_space.shape == shape
+  for envs in (task.make_vec(2), task.gym_make_vec(3, vectorization_mode="sync")):   # agent's, referee's
+    obs, _ = envs.reset(seed=0)
+    assert obs.shape == (envs.num_envs, *shape) and obs.dtype == dtype
+    obs, *_ = envs.step(envs.action_space.sample())
+    assert obs.shape == (envs.num_envs, *shape)
+    envs.close()
+  if "MinAtar" in name: assert gym.spec(task.env_id).max_episode_steps      # every evaluation ends
