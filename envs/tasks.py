@@ -119,7 +119,7 @@ TASKS: dict[str, Task] = {t.name: t for t in [
     threshold=90.0, threshold_source="gymnasium reward_threshold",
     time_budget_s=600.0, step_budget=300_000,
     eval_episodes=10, confirm_episodes=100, eval_every_steps=5_000,
-    min_solve_rate=0.9, tiers=("standard",), agents=("ppo",),
+    min_solve_rate=0.9, tiers=("standard",), agents=("sac",),
   ),
   # --- hard: a GPU box (extras `mujoco`, `atari`); on a CPU only the smoke test in tests/ runs them ---
   Task(

@@ -12,7 +12,7 @@ from tinygrad import Tensor
 from tinygrad.helpers import Context
 
 from agents.common import copyin
-from agents.sac import LOG_STD_MAX, LOG_STD_MIN, SAC, Config, squashed_gaussian
+from agents.sac import LOG_STD_MAX, LOG_STD_MIN, SAC, Config, pink_noise, squashed_gaussian
 from envs import get_task
 
 TASK = get_task("Pendulum-v1")
@@ -119,3 +119,22 @@ def test_training_stores_real_transitions_and_stays_finite():
   r, O, A = a.replay.rows[:a.replay.len], a.obs_dim, a.act_dim
   assert a.replay.len == 60 and (np.abs(r[:, O:O + A]) <= 1).all() and (r[:, 2 * O + A + 1] == 0).all()  # Pendulum never terminates
   assert np.isfinite(a.actor.numpy()).all() and np.isfinite(a.critic.numpy()).all()
+
+
+def test_pink_noise_has_a_one_over_f_spectrum_and_unit_variance():
+  x = pink_noise(np.random.default_rng(0), (300, 2), 1000)
+  assert x.shape == (300, 2, 1000) and x.std(-1) == pytest.approx(1.0, abs=1e-4)
+  power = (np.abs(np.fft.rfft(x, axis=-1)) ** 2).mean((0, 1))[1:]
+  slope = np.polyfit(np.log(np.fft.rfftfreq(1000)[1:]), np.log(power), 1)[0]
+  assert slope == pytest.approx(-1.0, abs=0.1)                                   # white noise: 0
+  assert np.corrcoef(x[..., :-1].ravel(), x[..., 1:].ravel())[0, 1] > 0.5        # correlated in time
+
+
+def test_pink_noise_exploration_and_a_fixed_temperature():
+  a = SAC(get_task("MountainCarContinuous-v0"), 0, Config(num_envs=2, hidden=16, batch_size=8, buffer_size=500,
+          learning_starts=20, gradient_steps=2, pink_noise=True, noise_len=50, learn_alpha=False, init_alpha=0.1))
+  steps = list(itertools.islice(a.train(), 80))
+  assert steps[-1] == 160 and np.isfinite(a.actor.numpy()).all()
+  assert a.log_alpha.numpy()[0] == pytest.approx(math.log(0.1))                  # never stepped
+  acts = a.replay.rows[20:a.replay.len:2, 2]                                      # env 0's actions after the random start
+  assert np.corrcoef(acts[:-1], acts[1:])[0, 1] > 0.3                             # pink: neighbouring actions agree
