@@ -2,6 +2,7 @@
 target updates, replay ring buffer, fixed-shape jitted calls."""
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import numpy as np
@@ -120,3 +121,23 @@ def test_training_stores_real_transitions_and_stays_finite():
   fell = (np.abs(r[:, O + 2 + 2]) > 0.2095) | (np.abs(r[:, O + 2]) > 2.4)
   np.testing.assert_array_equal(fell, r[:, 2 * O + 2] > 0)           # terminated exactly when CartPole fails
   assert np.isfinite(a.theta.numpy()).all()
+
+
+def _run_lengths(actions: np.ndarray) -> np.ndarray:
+  change = np.flatnonzero(np.diff(actions) != 0)
+  return np.diff(np.concatenate([[-1], change, [len(actions) - 1]]))
+
+
+def test_temporally_extended_exploration_holds_random_actions_for_zeta_runs():
+  """MountainCar: with eps_zeta, random actions come in runs (mean length well above plain epsilon-greedy's
+  1 / (1 - 1/3) = 1.5 for three actions); without it, the warm-up's actions are independent."""
+  task = get_task("MountainCar-v0")
+  def warmup_actions(cfg):
+    a = DQN(task, 0, cfg)
+    list(itertools.islice(a.train(), 1))
+    return a.replay.rows[:a.replay.len:a.cfg.num_envs, 2]          # env 0's actions (obs width 2)
+  base = Config(num_envs=2, hidden=16, batch_size=8, buffer_size=5000, learning_starts=4000, train_every=2000,
+                gradient_steps=1)
+  plain = _run_lengths(warmup_actions(base)).mean()
+  held = _run_lengths(warmup_actions(dataclasses.replace(base, eps_zeta=2.0, eps_max_repeat=100))).mean()
+  assert plain == pytest.approx(1.5, abs=0.15) and held > 3.0
