@@ -105,7 +105,18 @@ def serve(conn: Connection) -> None:
       return
 
 
+def _die_with_the_referee() -> None:
+  """Linux: SIGKILL this process when the referee's process dies (killed, crashed), instead of training on
+  alone; the other direction (this process dying) the referee sees on the pipe."""
+  if not sys.platform.startswith("linux"): return
+  import ctypes
+  import signal
+  ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
+  if os.getppid() == 1: os._exit(1)                             # the referee died before prctl
+
+
 def main() -> None:
+  _die_with_the_referee()
   fd = int(sys.argv[1])
   conn = Connection(fd)
   try: serve(conn)

@@ -4,6 +4,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -181,3 +184,29 @@ def test_unknown_agent_is_a_clear_error():
     resolve_agent("nowhere/entry.py:Agent")
   with pytest.raises(AgentError, match="cannot find module"):
     resolve_agent("no_such_pkg.mod:Agent")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_agent_process_dies_with_the_referee(tmp_path):
+  """A referee killed while its agent trains (here: it exits mid-train()) takes the agent's process with it,
+  instead of leaving it to train on alone."""
+  script = tmp_path / "referee.py"
+  script.write_text(
+    "import os, sys, time\n"
+    "from bench.runner import Child, RefereeConfig\n"
+    "from envs import get_task\n"
+    "c = Child(RefereeConfig(device='CPU'), None)\n"
+    "c.request(('load', sys.argv[1], get_task('CartPole-v1')), 120, 'import')\n"
+    "c.request(('construct', 0), 60, 'construction')\n"
+    "c.conn.send(('train', 10, 60.0))\n"            # the agent now sleeps in train() for an hour
+    "time.sleep(1.0)\n"
+    "print(c.proc.pid, flush=True)\n"
+    "os._exit(0)\n")
+  out = subprocess.run([sys.executable, str(script), os.path.join(HERE, "fake_agents.py") + ":HangsInTrain"],
+                       capture_output=True, text=True, timeout=180, cwd=os.path.dirname(HERE),
+                       env={**os.environ, "PYTHONPATH": os.path.dirname(HERE)})
+  pid = int(out.stdout.split()[0])
+  deadline = time.monotonic() + 10
+  while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline: time.sleep(0.1)
+  state = open(f"/proc/{pid}/stat").read().split()[2] if os.path.exists(f"/proc/{pid}") else "gone"
+  assert state in ("gone", "Z"), f"agent process {pid} outlived its referee (state {state})"
