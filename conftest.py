@@ -77,6 +77,20 @@ def pytest_generate_tests(metafunc):
   metafunc.parametrize(("agent_spec", "task"), pairs, ids=[f"{a.name}-{t.name}" for a, t in pairs])
 
 
+def new_session_dir(results_dir: str) -> str:
+  """results/<date-time>-<host>, created here; a session that starts in the same second (two terminals, a
+  script starting several) gets -2, -3, ... so that no two sessions share a records file or a report."""
+  base = os.path.join(results_dir, f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{platform.node() or 'host'}")
+  os.makedirs(results_dir, exist_ok=True)
+  for k in range(1, 1000):
+    path = base if k == 1 else f"{base}-{k}"
+    try:
+      os.mkdir(path)
+      return path
+    except FileExistsError: continue
+  raise RuntimeError(f"no free session directory under {results_dir}")
+
+
 class BenchSession:
   """What one `pytest bench/` session shares: the referee's settings, the records file, the runs."""
   def __init__(self, config):
@@ -87,8 +101,7 @@ class BenchSession:
                                  eval_seed=config.getoption("--eval-seed"))
     self.seeds = list(range(config.getoption("--seeds")))
     self.cold_start = config.getoption("--cold-start")
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    self.dir = os.path.join(config.getoption("--results-dir"), f"{stamp}-{platform.node() or 'host'}")
+    self.dir = new_session_dir(config.getoption("--results-dir"))
     self.writer = RecordWriter(os.path.join(self.dir, "runs.jsonl"))
     self.records = []
     self.reporter = config.pluginmanager.get_plugin("terminalreporter")

@@ -114,3 +114,15 @@ def test_ctrl_c_keeps_finished_records_and_kills_the_agent(tmp_path):
   assert list(runs["agent"]) == ["Scripted"] * 3 and runs["solved"].all()   # finished runs kept, on disk
   time.sleep(0.5)
   assert not (_children() - before), "agent process left running"
+
+
+def test_sessions_started_in_the_same_second_get_their_own_directories(tmp_path, monkeypatch):
+  import datetime as dt
+  import conftest
+  class Frozen(dt.datetime):
+    @classmethod
+    def now(cls, tz=None): return dt.datetime(2026, 1, 2, 3, 4, 5)
+  monkeypatch.setattr(conftest, "datetime", Frozen)
+  dirs = [conftest.new_session_dir(str(tmp_path / "results")) for _ in range(3)]
+  assert len(set(dirs)) == 3 and all(os.path.isdir(d) for d in dirs)
+  assert dirs[1] == dirs[0] + "-2" and dirs[2] == dirs[0] + "-3" and "20260102-030405" in dirs[0]
