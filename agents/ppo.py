@@ -29,7 +29,7 @@ import numpy as np
 from tinygrad import Tensor, TinyJit, dtypes
 from tinygrad.helpers import Context
 
-from agents.common import RunningMeanStd, adam_lr, adam_step, copyin, copyout, orthogonal, views
+from agents.common import RunningMeanStd, adam_lr, adam_step, copyin, copyout, mlp_layout, orthogonal, views
 
 
 @dataclass(frozen=True)
@@ -135,10 +135,8 @@ class PPO:
     critic H]; hidden layers: block-diagonal 2H -> 2H; head: actor H -> A logits/means, critic H -> 1 value.
     Masks zero the cross blocks, so the two networks stay independent."""
     cfg, H, O, A = self.cfg, self.cfg.hidden, self.obs_dim, self.n_actions
-    sizes = [O] + [2 * H] * cfg.layers + [A + 1]
-    layout, weights, masks = [], [], []
-    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-      layout += [(f"w{i}", (fan_in, fan_out)), (f"b{i}", (fan_out,))]
+    layout, weights, masks = mlp_layout("", [O] + [2 * H] * cfg.layers + [A + 1]), [], []
+    for i, (_, (fan_in, fan_out)) in enumerate(layout[::2]):
       last = i == cfg.layers
       a_out, gains = (A, (0.01, 1.0)) if last else (H, (2**0.5, 2**0.5))
       w = np.zeros((fan_in, fan_out), np.float32)
@@ -201,11 +199,12 @@ class PPO:
       action = (head + noise).argmax(-1)
       logp = (head.log_softmax() * action.one_hot(self.n_actions)).sum(-1)
       return Tensor.stack(action.float(), logp, value, dim=1).contiguous().realize()
+    log_std = self._log_std(latent)
     if self.cfg.gsde:
       std = self._params()["log_std"].exp()
       action = head + (latent.detach().unsqueeze(1) @ (noise.reshape(-1, self.cfg.hidden, self.n_actions) * std)).squeeze(1)
-    else: action = head + self._log_std(latent).exp() * noise
-    logp = gaussian_logp(action, head, self._log_std(latent))
+    else: action = head + log_std.exp() * noise
+    logp = gaussian_logp(action, head, log_std)
     return action.cat(logp.unsqueeze(1), value.unsqueeze(1), dim=1).contiguous().realize()
 
   def _update_fn(self, obs: Tensor, data: Tensor, lr_t: Tensor) -> Tensor:

@@ -166,9 +166,9 @@ class SAC:
     g_critic, = critic_loss.gradient(self.critic)
     g_actor, = actor_loss.gradient(self.actor)
     g_alpha, = alpha_loss.gradient(self.log_alpha)
-    steps = [(self.critic, self.adam[1], g_critic), (self.actor, self.adam[0], g_actor)]
-    if cfg.learn_alpha: steps.append((self.log_alpha, self.adam[2], g_alpha))
-    for theta, mv, g in steps: adam_step(theta, mv, self.betas, g, lr_t, cfg.adam_eps)
+    stepped = [(self.critic, self.adam[1], g_critic), (self.actor, self.adam[0], g_actor)]
+    if cfg.learn_alpha: stepped.append((self.log_alpha, self.adam[2], g_alpha))
+    for theta, mv, g in stepped: adam_step(theta, mv, self.betas, g, lr_t, cfg.adam_eps)
     self.critic_target.assign(self.critic_target + cfg.tau * (self.critic - self.critic_target))
     losses = Tensor.stack(critic_loss, actor_loss, alpha_loss)
     Tensor.realize(losses, *self.adam, self.critic, self.actor, self.log_alpha, self.critic_target)
