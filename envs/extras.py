@@ -11,6 +11,7 @@ the observation wrappers the pixel tasks use, and a clear error when a task's ex
 from __future__ import annotations
 
 import warnings
+from contextlib import contextmanager
 
 import numpy as np
 import gymnasium as gym
@@ -20,24 +21,29 @@ MINATAR_GAMES = {"Asterix": "asterix", "Breakout": "breakout", "Freeway": "freew
 MINATAR_MAX_STEPS = 10_000
 
 
+@contextmanager
+def needs_extra(env_id: str, extra: str | None):
+  """A package missing for `env_id` -- ours to register (ALE, MinAtar) or gymnasium's DependencyNotInstalled
+  (Box2D, MuJoCo) -- becomes one ImportError that says which extra to install."""
+  try: yield
+  except (ImportError, gym.error.DependencyNotInstalled) as e:
+    hint = f"pip install 'rlspeedrun[{extra}]'" if extra else "install the package that provides it"
+    raise ImportError(f"{env_id} needs a package that is not installed ({getattr(e, 'name', None) or e}): {hint}") from e
+
+
 def ensure_registered(env_id: str, extra: str | None = None) -> None:
-  """Register `env_id` if it comes from a package that registers on demand; a missing package is an
-  ImportError that says which extra to install."""
+  """Register `env_id` if it comes from a package that registers on demand (see needs_extra for a missing one)."""
   if extra == "mujoco": _mujoco_warnings_to_python()
   if env_id in gym.registry: return
   namespace = env_id.split("/")[0] if "/" in env_id else None
-  try:
-    if namespace == "ALE":
-      import ale_py
-      gym.register_envs(ale_py)
-    elif namespace == "MinAtar":
-      import minatar.gym  # noqa: F401  (the env class; imported here so a missing package fails early)
-      for title, game in MINATAR_GAMES.items():
-        gym.register(id=f"MinAtar/{title}-v1", entry_point="minatar.gym:BaseEnv", max_episode_steps=MINATAR_MAX_STEPS,
-                     kwargs=dict(game=game, use_minimal_action_set=True))
-  except ImportError as e:
-    hint = f"pip install 'rlspeedrun[{extra}]'" if extra else "install the package that provides it"
-    raise ImportError(f"{env_id} needs a package that is not installed ({e.name}): {hint}") from e
+  if namespace == "ALE":
+    import ale_py
+    gym.register_envs(ale_py)
+  elif namespace == "MinAtar":
+    import minatar.gym  # noqa: F401  (the env class; imported here so a missing package fails early)
+    for title, game in MINATAR_GAMES.items():
+      gym.register(id=f"MinAtar/{title}-v1", entry_point="minatar.gym:BaseEnv", max_episode_steps=MINATAR_MAX_STEPS,
+                   kwargs=dict(game=game, use_minimal_action_set=True))
 
 
 def _mujoco_warnings_to_python() -> None:

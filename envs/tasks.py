@@ -13,7 +13,7 @@ from typing import Any, Callable
 import gymnasium as gym
 
 from envs.counting import CountEpisodeSteps, CountVectorSteps
-from envs.extras import atari_preprocessing, channels_first, ensure_registered
+from envs.extras import atari_preprocessing, channels_first, ensure_registered, needs_extra
 
 
 @dataclass(frozen=True)
@@ -41,19 +41,21 @@ class Task:
 
   # --- environments as the task defines them (registration, kwargs, wrappers); nothing counted ---
   def gym_make(self, **kwargs) -> gym.Env:
-    ensure_registered(self.env_id, self.extra)
-    env = gym.make(self.env_id, **{**self.env_kwargs, **kwargs})
+    with needs_extra(self.env_id, self.extra):
+      ensure_registered(self.env_id, self.extra)
+      env = gym.make(self.env_id, **{**self.env_kwargs, **kwargs})
     for wrap in self.wrappers: env = wrap(env)
     return env
 
   def gym_make_vec(self, num_envs: int, vectorization_mode: str | None = None, **kwargs) -> gym.vector.VectorEnv:
     """gymnasium's make_vec; vectorization_mode None picks the native vectorized env where there is one."""
-    ensure_registered(self.env_id, self.extra)
-    if vectorization_mode is None:
-      native = gym.spec(self.env_id).vector_entry_point is not None and not self.wrappers
-      vectorization_mode = "vector_entry_point" if native else "sync"
-    return gym.make_vec(self.env_id, num_envs=num_envs, vectorization_mode=vectorization_mode,
-                        wrappers=list(self.wrappers) or None, **{**self.env_kwargs, **kwargs})
+    with needs_extra(self.env_id, self.extra):
+      ensure_registered(self.env_id, self.extra)
+      if vectorization_mode is None:
+        native = gym.spec(self.env_id).vector_entry_point is not None and not self.wrappers
+        vectorization_mode = "vector_entry_point" if native else "sync"
+      return gym.make_vec(self.env_id, num_envs=num_envs, vectorization_mode=vectorization_mode,
+                          wrappers=list(self.wrappers) or None, **{**self.env_kwargs, **kwargs})
 
   # --- what an agent uses to build its training environments (steps are counted by the referee) ---
   def make_env(self, **kwargs) -> gym.Env:

@@ -1,18 +1,19 @@
 """Tasks and the env-step counting wrappers."""
 from __future__ import annotations
 
+import os
+
 import gymnasium as gym
 import numpy as np
 import pytest
 
 from envs import TASKS, TIERS, get_task, tasks_in_tier
-from envs.extras import ensure_registered
 from envs.counting import STEPS
 
 
 def test_thresholds_are_gymnasiums_where_it_has_one():
   for task in TASKS.values():
-    try: ensure_registered(task.env_id, task.extra)
+    try: task.spaces()
     except ImportError: continue                 # the task's extra is not installed here
     spec = gym.spec(task.env_id)
     if task.threshold_source.startswith("gymnasium"):
@@ -83,3 +84,17 @@ def test_pixel_tasks_give_channels_first_images_in_training_and_evaluation(name,
     assert obs.shape == (envs.num_envs, *shape)
     envs.close()
   if "MinAtar" in name: assert gym.spec(task.env_id).max_episode_steps      # every evaluation ends
+
+
+def test_a_missing_gymnasium_dependency_names_the_extra_too(tmp_path):
+  """Box2D missing (a fresh process where importing it fails): gymnasium's DependencyNotInstalled becomes ours."""
+  import subprocess, sys
+  code = ("import sys; sys.modules['Box2D'] = None\n"
+          "from envs import get_task\n"
+          "try: get_task('LunarLander-v3').make_vec(1)\n"
+          "except ImportError as e: print(e)\n")
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=root,
+                       env={**os.environ, "PYTHONPATH": root})
+  assert "LunarLander-v3 needs a package that is not installed" in out.stdout
+  assert "pip install 'rlspeedrun[box2d]'" in out.stdout, out.stdout + out.stderr
