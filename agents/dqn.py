@@ -90,11 +90,12 @@ class DQN:
     obs_space, act_space = self.envs.single_observation_space, self.envs.single_action_space
     self.obs_dim, self.n_actions = int(np.prod(obs_space.shape)), int(act_space.n)
     self.rng = np.random.default_rng(seed)
-    low, high = obs_space.low.astype(np.float64).ravel(), obs_space.high.astype(np.float64).ravel()
-    if cfg.scale_obs and not (np.isfinite(low).all() and np.isfinite(high).all()):
-      raise ValueError(f"scale_obs needs a bounded observation space, {task.name} has {obs_space}")
-    mid, half = ((high + low) / 2, (high - low) / 2) if cfg.scale_obs else (np.zeros_like(low), np.ones_like(low))
-    self.obs_mid, self.obs_inv_half = Tensor(mid.astype(np.float32)).realize(), Tensor((1 / half).astype(np.float32)).realize()
+    if cfg.scale_obs:   # x -> (x - mid) / half, constants in the net
+      low, high = obs_space.low.astype(np.float64).ravel(), obs_space.high.astype(np.float64).ravel()
+      if not (np.isfinite(low).all() and np.isfinite(high).all()):
+        raise ValueError(f"scale_obs needs a bounded observation space, {task.name} has {obs_space}")
+      self.obs_mid = Tensor(((high + low) / 2).astype(np.float32)).realize()
+      self.obs_inv_half = Tensor((2 / (high - low)).astype(np.float32)).realize()
     self.profile = {"construct_s": 0.0, "env_s": 0.0, "act_s": 0.0, "update_s": 0.0, "capture_s": 0.0, "updates": 0}
     t0 = time.perf_counter()
     O, A, H = self.obs_dim, self.n_actions, cfg.hidden
