@@ -86,34 +86,43 @@ def test_malformed_agent_fails_before_any_timed_run(tmp_path):
   assert not list(tmp_path.glob("*/runs.jsonl"))
 
 
-def _children() -> set[int]:
-  out = subprocess.run(["pgrep", "-f", "bench.child"], capture_output=True, text=True).stdout
+def _agent_processes(referee: int) -> set[int]:
+  """The referee's agent processes (`python -m bench.child`, its children; not those of other sessions)."""
+  out = subprocess.run(["pgrep", "-P", str(referee), "-f", "bench.child"], capture_output=True, text=True).stdout
   return {int(p) for p in out.split()}
 
 
+def _running(pid: int) -> bool:
+  try:
+    with open(f"/proc/{pid}/stat") as f: return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+  except FileNotFoundError: return False
+
+
 def test_ctrl_c_keeps_finished_records_and_kills_the_agent(tmp_path):
-  before = _children()
   # three quick Scripted runs, then SlowNeverLearns, whose runs last until a budget runs out
   cmd = [sys.executable, "-m", "pytest", "bench/", "-p", "no:cacheprovider", "--results-dir", str(tmp_path), "--seeds", "3",
          "--no-cold-start", "--task", "CartPole-v1", "--agent", "tests/fake_agents.py:Scripted",
          "--agent", "tests/fake_agents.py:SlowNeverLearns"]
-  proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-  deadline = time.time() + 120
+  # Ctrl-C's default action in the session, even where this test runs with SIGINT ignored (a `cmd &` job inherits that)
+  proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+  deadline, agents = time.time() + 120, set()
   while time.time() < deadline:
     files = list(tmp_path.glob("*/runs.jsonl"))
-    if files and len(files[0].read_text().splitlines()) >= 3 and _children() - before:
+    if files and len(files[0].read_text().splitlines()) >= 3 and (agents := _agent_processes(proc.pid)):
       break
     time.sleep(0.2)
   else:
     proc.kill(); pytest.fail("the Scripted runs did not finish in time")
   time.sleep(1.0)                          # the first SlowNeverLearns run is under way
+  agents |= _agent_processes(proc.pid)
   proc.send_signal(signal.SIGINT)
   out, _ = proc.communicate(timeout=60)
   assert proc.returncode != 0
   runs = load_runs(str(tmp_path))
   assert list(runs["agent"]) == ["Scripted"] * 3 and runs["solved"].all()   # finished runs kept, on disk
   time.sleep(0.5)
-  assert not (_children() - before), "agent process left running"
+  assert not [p for p in agents if _running(p)], "agent process left running"
 
 
 def test_sessions_started_in_the_same_second_get_their_own_directories(tmp_path, monkeypatch):
