@@ -36,6 +36,13 @@ def pytest_addoption(parser):
               help="seconds without a reply from the agent's process (outside its time budget) before it is killed as hung")
   g.addoption("--eval-seed", type=int, default=None, metavar="N",
               help="fix the referee's evaluation seed root (to reproduce a run); default: secret, drawn per run")
+  g.addoption("--sandbox", default="auto", choices=("auto", "bwrap", "none"),
+              help="the agent's sandbox: bwrap where it works, else none and verdicts on entries refused (auto); "
+                   "bwrap required (bwrap); off (none). Default: %(default)r")
+  g.addoption("--agent-memory-gb", type=float, default=8.0, metavar="GB",
+              help="address-space limit of each agent process on the CPU device, in GiB (default: %(default)r)")
+  g.addoption("--act-allowance-ms", type=float, default=2.0, metavar="MS",
+              help="act() time per call not charged to the training clock; beyond it, charged (default: %(default)r)")
 
 
 def _check_device(device: str) -> None:
@@ -97,11 +104,17 @@ class BenchSession:
     from bench.records import RecordWriter
     from bench.runner import RefereeConfig
     self.config = config
+    from bench.sandbox import SandboxError, probe
+    results = config.getoption("--results-dir")
+    try: probe(config.getoption("--sandbox"))
+    except SandboxError as e: raise pytest.UsageError(f"--sandbox bwrap: {e}") from None
     self.referee = RefereeConfig(device=config.getoption("--device"), hang_timeout_s=config.getoption("--hang-timeout"),
-                                 eval_seed=config.getoption("--eval-seed"))
+                                 eval_seed=config.getoption("--eval-seed"), sandbox=config.getoption("--sandbox"),
+                                 hidden_dirs=(os.path.abspath(results),), memory_limit_gb=config.getoption("--agent-memory-gb"),
+                                 act_allowance_ms=config.getoption("--act-allowance-ms"))
     self.seeds = list(range(config.getoption("--seeds")))
     self.cold_start = config.getoption("--cold-start")
-    self.dir = new_session_dir(config.getoption("--results-dir"))
+    self.dir = new_session_dir(results)
     self.writer = RecordWriter(os.path.join(self.dir, "runs.jsonl"))
     self.records = []
     self.reporter = config.pluginmanager.get_plugin("terminalreporter")
@@ -136,11 +149,12 @@ def _session(config) -> BenchSession:
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
   bs = getattr(config, "_rlspeedrun", None)
   if bs is None or not bs.records: return
+  from dataclasses import asdict
   from bench.report import summary_table, verdict_table, write_report
-  from bench.records import load_runs
+  from bench.records import frame
   tr = terminalreporter
   tr.write_sep("=", "rlspeedrun: time-to-threshold (training clock, warm kernel cache)")
-  runs = load_runs(bs.writer.path)
+  runs = frame([{**asdict(r), "source_file": bs.writer.path} for r in bs.records])   # the referee's own, not the file
   tr.write_line(summary_table(runs).to_string(index=False))
   report, comparisons, warns = write_report(runs, bs.dir, baseline=config.getoption("--baseline"),
                                             force=config.getoption("--force-compare"), sources=bs.writer.path)
@@ -148,7 +162,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     tr.write_sep("-", "verdicts (bench/stats.py; PROTOCOL.md section 10)")
     tr.write_line(verdict_table(comparisons, bold=False).to_string(index=False))
   for w in warns: tr.write_line(f"warning: {w}", yellow=True)
-  tr.write_line(f"run records: {bs.writer.path}")
+  sandboxes = sorted({r.sandbox for r in bs.records})
+  if sandboxes != ["bwrap"]: tr.write_line(f"warning: agents ran without a sandbox ({'; '.join(sandboxes)})", yellow=True)
+  tr.write_line(f"run records: {bs.writer.path} ({bs.writer.count} records; last line sha256 {bs.writer.head})")
   tr.write_line(f"report:      {report} (+ PNGs beside it)")
   timer = str(getattr(config.option, "benchmark_timer", DEFAULT_TIMER))
   if DEFAULT_TIMER not in timer:

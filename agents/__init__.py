@@ -13,3 +13,5 @@ PEER_AGENTS: dict[str, str] = {
   "sb3-dqn": "bench.peers.sb3:SB3DQN",
   "sb3-sac": "bench.peers.sb3:SB3SAC",
 }
+# libraries the peers import, loaded before the clock starts like tinygrad for the reference agents
+PEER_PRELOAD: tuple[str, ...] = ("torch", "stable_baselines3")

@@ -36,6 +36,7 @@ class AgentSpec:
   name: str      # what records and tables call it
   target: str    # "package.module:Class" or "path/to/file.py:Class"
   source: str    # the file that defines it
+  preload: tuple[str, ...] = ()   # libraries imported before the clock starts (a peer's torch); only the referee sets it
 
   @property
   def source_sha256(self) -> str:
@@ -56,7 +57,7 @@ def resolve_agent(spec: str) -> AgentSpec:
   """How an agent is named: 'ppo' (a reference or peer), 'my-ppo' (an installed entry point),
   'package.module:Class', 'path/to/file.py:Class', any of these as 'NAME=...' to choose the name
   that records and reports use. References and peers cannot be shadowed by an installed entry."""
-  from agents import PEER_AGENTS, REFERENCE_AGENTS
+  from agents import PEER_AGENTS, PEER_PRELOAD, REFERENCE_AGENTS
   alias = None
   if "=" in spec:
     alias, spec = (part.strip() for part in spec.split("=", 1))
@@ -78,7 +79,29 @@ def resolve_agent(spec: str) -> AgentSpec:
     except (ImportError, ValueError): found = None
     if found is None or found.origin is None: raise AgentError(f"agent {spec!r}: cannot find module {where!r}")
     source = found.origin
-  return AgentSpec(name=alias or name or cls, target=target, source=source)
+  preload = PEER_PRELOAD if target in PEER_AGENTS.values() else ()
+  return AgentSpec(name=alias or name or cls, target=target, source=source, preload=preload)
+
+
+def library_dirs() -> list[str]:
+  """The Python installation: its standard library and site-packages (an editable install's project is not in it)."""
+  import sysconfig
+  dirs = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+  return sorted(os.path.realpath(d) for d in dirs)
+
+
+def hash_sources(paths: list[str]) -> dict[str, str]:
+  """SHA-256 of each file that is not part of the Python installation, read by the referee itself
+  (the paths come from the agent's process: which modules it imported)."""
+  libs = library_dirs()
+  out = {}
+  for p in paths:
+    real = os.path.realpath(p)
+    if any(real.startswith(d + os.sep) for d in libs) or not os.path.isfile(real): continue
+    try:
+      with open(real, "rb") as f: out[p] = hashlib.sha256(f.read()).hexdigest()
+    except OSError: continue
+  return out
 
 
 def load_agent_class(target: str) -> type:

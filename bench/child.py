@@ -1,126 +1,137 @@
-"""The agent's process. It imports libraries and the agent's module, then obeys the referee's
-commands over a pipe. It has no clock the referee trusts and no evaluation seeds.
+"""The agent's process. It opens the tinygrad device and imports libraries (untimed start-up), then obeys
+the referee's requests over a socket, in the message types of bench/protocol.py (no pickle). It has no
+clock the referee trusts and no evaluation seeds, and everything it replies is checked as untrusted.
 
-Commands (tuple, first item is the verb) and replies:
-  ("load", target, task)             -> ("loaded", info)           untimed (task: envs.Task)
-  ("construct", seed)                -> ("ok",)                    timed: Agent(task, seed)
-  ("train", until_steps, max_s)      -> ("trained", steps, info)   timed: advance train() until
-                                         the counted steps reach until_steps or max_s pass locally
-                                      or ("finished", steps, info) when train() returned
-  ("act", obs)                       -> ("actions", actions)       untimed (evaluation)
-  any failure                        -> ("error", phase, message, traceback)
+Before every reply to a timed request (import, construction, train) it synchronises the tinygrad device,
+so that queued device work is finished inside the clock and cannot spill into an evaluation.
 """
 from __future__ import annotations
 
+import importlib
 import math
 import os
+import socket
 import sys
 import time
 import traceback
-from multiprocessing.connection import Connection
+
+from bench import protocol as P
 
 
-def _preload() -> dict:
+def _preload(modules: list[str]) -> P.Loaded:
   """Library imports and device start-up: process start-up, not agent time."""
   import numpy  # noqa: F401
   import gymnasium  # noqa: F401
-  info = {"pid": os.getpid()}
-  try:
-    import tinygrad
-    from tinygrad import Device
-    Device[Device.DEFAULT]
-    info.update(tinygrad_version=getattr(tinygrad, "__version__", None) or _dist_version("tinygrad"),
-                tinygrad_device=Device.DEFAULT)
-  except ImportError:
-    info.update(tinygrad_version=None, tinygrad_device=None)
-  return info
+  for m in modules:
+    try: importlib.import_module(m)
+    except ImportError: pass          # the agent's own import then fails with its message
+  import tinygrad
+  from tinygrad import Device
+  global DEVICE
+  DEVICE = Device[Device.DEFAULT]      # the device the referee asked for (DEV=), kept: the agent may change DEFAULT
+  return P.Loaded(pid=os.getpid(), tinygrad_version=str(getattr(tinygrad, "__version__", "") or _dist_version("tinygrad")),
+                  tinygrad_device=str(Device.DEFAULT), sources=[])
 
 
-def _dist_version(name: str) -> str | None:
+def _dist_version(name: str) -> str:
   from importlib.metadata import PackageNotFoundError, version
   try: return version(name)
-  except PackageNotFoundError: return None
+  except PackageNotFoundError: return ""
 
 
-def serve(conn: Connection) -> None:
+DEVICE = None
+
+
+def _sync() -> None:
+  DEVICE.synchronize()
+
+
+def source_files() -> list[str]:
+  """Files of the imported modules (the referee keeps those outside the Python installation)."""
+  files = {getattr(m, "__file__", None) for m in list(sys.modules.values())}
+  return sorted(os.path.abspath(f) for f in files if isinstance(f, str) and f.endswith(".py"))[:P.MAX_LIST]
+
+
+def serve(wire: P.Wire) -> None:
   import numpy as np
   from bench.agent_api import AgentError, load_agent_class
+  from envs import Task
   from envs.counting import STEPS
-  info = _preload()
-  agent, gen, task, agent_steps, phase = None, None, None, 0, "load"
+  cls, agent, gen, task, agent_steps = None, None, None, None, 0
 
-  def report() -> dict:
-    nonlocal agent_steps
+  def trained(finished: bool) -> P.Trained:
     prof = getattr(agent, "profile", None)
-    return {"agent_steps": agent_steps, "counted_steps": STEPS.count,
-            "profile": {k: float(v) for k, v in prof.items()} if isinstance(prof, dict) else None}
-
-  def steps() -> int: return STEPS.count if STEPS.count > 0 else agent_steps
+    prof = {str(k)[:100]: float(v) for k, v in list(prof.items())[:64]} if isinstance(prof, dict) else {}
+    return P.Trained(finished=finished, agent_steps=agent_steps, counted_steps=int(STEPS.count), profile=prof)
 
   while True:
-    try: msg = conn.recv()
+    try: seq, msg = wire.recv()
     except EOFError: return
-    verb, args = msg[0], msg[1:]
-    phase = verb
     try:
-      if verb == "load":
-        target, task = args
-        t0 = time.perf_counter()
-        cls = load_agent_class(target)
-        info["import_s"] = time.perf_counter() - t0
-        conn.send(("loaded", info))
-      elif verb == "construct":
-        agent = cls(task, args[0])
-        conn.send(("ok",))
-      elif verb == "train":
-        until_steps, max_s = args
+      if isinstance(msg, P.Load):
+        task = Task.from_wire(msg.task)
+        reply = _preload(msg.preload)
+      elif isinstance(msg, P.Import):
+        cls = load_agent_class(msg.target)
+        _sync()
+        reply = P.Ok()
+      elif isinstance(msg, P.Construct):
+        agent = cls(task, msg.seed)
+        _sync()
+        reply = P.Ok()
+      elif isinstance(msg, P.Train):
         if gen is None:
           gen = agent.train()
           if not hasattr(gen, "__next__"): raise AgentError("train() must return a generator (use `yield steps`)")
-        t0 = time.perf_counter()
-        while True:
+        reply, t0 = None, time.perf_counter()
+        while reply is None:
           try: y = next(gen)
           except StopIteration:
-            conn.send(("finished", steps(), report()))
+            reply = trained(True)
             break
-          try: y_ok = float(y) == int(y) and int(y) >= agent_steps
+          try: y_ok = float(y) == int(y) and agent_steps <= int(y) < 2**62
           except (TypeError, ValueError, OverflowError): y_ok = False
           if not y_ok:
             bad = "a non-finite" if isinstance(y, float) and not math.isfinite(y) else "an invalid"
             raise AgentError(f"train() yielded {bad} step count {y!r}: yield the cumulative env steps (a non-decreasing int)")
           agent_steps = int(y)
-          if steps() >= until_steps or time.perf_counter() - t0 >= max_s:
-            conn.send(("trained", steps(), report()))
-            break
-      elif verb == "act":
-        conn.send(("actions", np.asarray(agent.act(args[0]))))
-      elif verb == "close":
+          steps = STEPS.count if STEPS.count > 0 else agent_steps
+          if steps >= msg.until_steps or time.perf_counter() - t0 >= msg.max_s: reply = trained(False)
+        _sync()
+      elif isinstance(msg, P.Act):
+        a = agent.act(msg.obs)
+        try: a = np.asarray(a)
+        except Exception as e: raise AgentError(f"act() returned {type(a).__name__}, not an array: {e}")
+        if a.dtype.name not in P.DTYPES: raise AgentError(f"act() returned an array of dtype {a.dtype}: return numbers")
+        reply = P.Actions(actions=a)
+      elif isinstance(msg, P.Sources):
+        reply = P.SourceList(paths=source_files())
+      elif isinstance(msg, P.Close):
         return
-      else:
-        raise RuntimeError(f"unknown command {verb!r}")
+      wire.send(reply, seq)
     except BaseException as e:  # report everything, then die: the referee records the reason
       kind = "interface" if isinstance(e, AgentError) else "exception"
-      try: conn.send(("error", phase, kind, f"{type(e).__name__}: {e}", traceback.format_exc(limit=20)))
+      try: wire.send(P.Error(phase=msg.verb, kind=kind, message=P.text(f"{type(e).__name__}: {e}"),
+                             traceback=P.text(traceback.format_exc(limit=20))), seq, timeout=10)
       except Exception: pass
       return
 
 
 def _die_with_the_referee() -> None:
-  """Linux: SIGKILL this process when the referee's process dies (killed, crashed), instead of training on
-  alone; the other direction (this process dying) the referee sees on the pipe."""
+  """Linux: SIGKILL this process when its parent dies (the referee, or bwrap) instead of training on alone."""
   if not sys.platform.startswith("linux"): return
   import ctypes
   import signal
   ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
-  if os.getppid() == 1: os._exit(1)                             # the referee died before prctl
+  if os.getppid() == 1 and not os.environ.get("RLSPEEDRUN_SANDBOX"): os._exit(1)   # the referee died before prctl
 
 
 def main() -> None:
   _die_with_the_referee()
-  fd = int(sys.argv[1])
-  conn = Connection(fd)
-  try: serve(conn)
-  finally: conn.close()
+  sock = socket.socket(fileno=int(sys.argv[1]))
+  wire = P.Wire(sock, accept=P.REQUESTS)
+  try: serve(wire)
+  finally: wire.close()
 
 
 if __name__ == "__main__":

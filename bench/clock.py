@@ -20,6 +20,11 @@ class TrainingClock:
     self._since = None
     return self.elapsed
 
+  def charge(self, seconds: float) -> None:
+    """Add work the agent did while the clock was stopped (act() time beyond its allowance)."""
+    assert self._since is None, "clock running"
+    self.elapsed += max(float(seconds), 0.0)
+
   @property
   def running(self) -> bool: return self._since is not None
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import os
 import platform
@@ -12,7 +13,9 @@ from functools import lru_cache
 
 import pandas as pd
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+GENESIS = "0" * 64                 # prev_sha256 of a file's first record
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # tinygrad settings that change what is measured; recorded when set
 TINYGRAD_VARS = ("BEAM", "JITBEAM", "NOOPT", "CACHELEVEL", "IGNORE_BEAM_CACHE", "DEBUG", "JIT", "OPTIM_DTYPE")
@@ -37,8 +40,8 @@ class RunRecord:
   time_to_threshold_s: float | None = None    # training clock at the confirmed checkpoint
   censored_time_s: float | None = None        # = time_to_threshold_s, or the time budget if not solved
   steps_to_threshold: int | None = None
-  steps: int = 0                               # last reported env steps
-  step_source: str = "referee"                 # "referee" (counting wrapper) | "agent" (self-reported)
+  steps: int = 0                               # last env steps the agent's process reported (self-reported)
+  step_source: str = "wrapper"                 # "wrapper" (the task's counting wrappers) | "yield" (train()'s yields)
   confirmation_return: float | None = None
   failure_reason: str | None = None
   passes_untrained: bool = False
@@ -48,7 +51,11 @@ class RunRecord:
   breakdown: dict = field(default_factory=dict)
   agent_profile: dict | None = None
   eval_seed_root: int | None = None
-  fingerprint: dict = field(default_factory=dict)
+  fingerprint: dict = field(default_factory=dict)   # what the referee knows itself
+  sandbox: str = ""                            # "bwrap", or "none: <why>"
+  self_reported: dict = field(default_factory=dict)  # what the agent's process said: pid, tinygrad version/device, steps
+  sources: dict = field(default_factory=dict)  # {file: sha256} of every non-library module the agent imported
+  review: list = field(default_factory=list)   # reasons a reviewer must look at this run
   git: dict = field(default_factory=dict)
   tinygrad_env: dict = field(default_factory=dict)
   timestamp: str = ""
@@ -59,7 +66,9 @@ class RunRecord:
     return cls(agent=agent.name, agent_target=agent.target, agent_sha256=agent.source_sha256, task=task.name,
                env_id=task.env_id, threshold=task.threshold, time_budget_s=task.time_budget_s, step_budget=task.step_budget,
                seed=seed, role=role, kernel_cache=kernel_cache, device=device,
-               breakdown={"import_s": None, "construct_s": None, "eval_s": 0.0, "evaluations": 0},
+               breakdown={"import_s": None, "construct_s": None, "eval_s": 0.0, "evaluations": 0,
+                          "act_charged_s": 0.0, "act_cpu_s": 0.0,
+                          "idle_cpu_s": 0.0, "idle_wall_s": 0.0},
                fingerprint=hardware_fingerprint(), git=git_info(),
                tinygrad_env={k: os.environ[k] for k in TINYGRAD_VARS if k in os.environ},
                timestamp=datetime.now(timezone.utc).isoformat(timespec="seconds"))
@@ -79,18 +88,35 @@ class RunRecord:
   def to_json(self) -> str: return json.dumps(asdict(self), default=float)
 
 
+class TamperedRecords(ValueError):
+  """A records file whose hash chain is broken: a line was altered, deleted or inserted."""
+
+
+def line_sha256(line: str) -> str:
+  return hashlib.sha256(line.rstrip("\n").encode()).hexdigest()
+
+
 class RecordWriter:
   """Appends records to one JSON-lines file, flushing and fsyncing each, so that a crash or Ctrl-C
-  loses nothing that finished."""
+  loses nothing that finished. Each line carries `prev_sha256`, the SHA-256 of the line before it
+  (GENESIS for the first), so that a reader detects an altered, deleted or inserted line; `head`, the
+  last line's hash, is printed at the end of the session to pin the file's end."""
   def __init__(self, path: str):
     self.path = path
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    self.head, self.count = GENESIS, 0
+    if os.path.exists(path):
+      with open(path) as f:
+        for line in f:
+          if line.strip(): self.head, self.count = line_sha256(line), self.count + 1
 
   def write(self, rec: RunRecord) -> None:
+    line = json.dumps({**asdict(rec), "prev_sha256": self.head}, default=float)
     with open(self.path, "a") as f:
-      f.write(rec.to_json() + "\n")
+      f.write(line + "\n")
       f.flush()
       os.fsync(f.fileno())
+    self.head, self.count = line_sha256(line), self.count + 1
 
 
 def read_records(paths: str | list[str]) -> list[dict]:
@@ -100,25 +126,37 @@ def read_records(paths: str | list[str]) -> list[dict]:
   out = []
   for p in paths:
     with open(p) as f:
+      prev = GENESIS
       for i, line in enumerate(f, 1):
         if not line.strip(): continue
         r = json.loads(line)
-        if r.get("schema_version") != SCHEMA_VERSION:
-          raise ValueError(f"{p}:{i}: schema_version {r.get('schema_version')!r}, this loader reads {SCHEMA_VERSION}")
+        if r.get("schema_version") not in READABLE_VERSIONS:
+          raise ValueError(f"{p}:{i}: schema_version {r.get('schema_version')!r}, this loader reads {READABLE_VERSIONS}")
+        if r["schema_version"] >= 2:
+          if r.get("prev_sha256") != prev:
+            raise TamperedRecords(f"{p}:{i}: the hash chain is broken (this line's prev_sha256 is not the hash of the line "
+                                  "before it): a record was altered, deleted or inserted")
+          prev = line_sha256(line)
         r["source_file"] = p
         out.append(r)
   return out
 
 
-def load_runs(paths: str | list[str]) -> pd.DataFrame:
-  """One row per run; nested fields flattened with dots (fingerprint.cpu, breakdown.eval_s, ...)."""
-  recs = read_records(paths)
+def frame(recs: list[dict]) -> pd.DataFrame:
+  """Records (dicts) as one row per run; nested fields flattened with dots (fingerprint.cpu, breakdown.eval_s, ...)."""
   if not recs: return pd.DataFrame()
+  recs = [dict(r) for r in recs]
   curves = [r.pop("curve") for r in recs]
   confirmations = [r.pop("confirmations") for r in recs]
+  sources = [r.pop("sources", {}) for r in recs]
   df = pd.json_normalize(recs)
-  df["curve"], df["confirmations"] = curves, confirmations
+  df["curve"], df["confirmations"], df["sources"] = curves, confirmations, sources
   return df
+
+
+def load_runs(paths: str | list[str]) -> pd.DataFrame:
+  """One row per run; nested fields flattened with dots (fingerprint.cpu, breakdown.eval_s, ...)."""
+  return frame(read_records(paths))
 
 
 def load_curves(paths: str | list[str] | pd.DataFrame) -> pd.DataFrame:
@@ -145,7 +183,10 @@ def _static_fingerprint() -> tuple:
     out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=10)
     gpu = ", ".join(sorted(set(out.stdout.split("\n")) - {""})) or None
   except (OSError, subprocess.SubprocessError): pass
-  return (("cpu", cpu), ("cores", os.cpu_count()), ("memory_gb", mem_gb), ("gpu", gpu),
+  from importlib.metadata import PackageNotFoundError, version
+  try: tinygrad = version("tinygrad")   # the referee's own: the agent's process runs the same interpreter
+  except PackageNotFoundError: tinygrad = None
+  return (("cpu", cpu), ("cores", os.cpu_count()), ("memory_gb", mem_gb), ("gpu", gpu), ("tinygrad_version", tinygrad),
           ("python", platform.python_version()), ("os", platform.platform()), ("host", platform.node()))
 
 

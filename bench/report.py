@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from bench.records import load_runs  # noqa: E402
+from bench.records import TamperedRecords, load_runs  # noqa: E402
 from bench.stats import ALPHA, compare_runs, performance_profile  # noqa: E402
 
 VERDICT_COLORS = {"faster": "tab:green", "no significant difference": "tab:gray", "slower": "tab:red",
@@ -238,7 +238,7 @@ def _md(df: pd.DataFrame) -> str:
 def _hardware(runs: pd.DataFrame) -> pd.DataFrame:
   cols = {"agent": "agent", "device": "device", "fingerprint.cpu": "cpu", "fingerprint.cores": "cores",
           "fingerprint.memory_gb": "memory GB", "fingerprint.gpu": "gpu", "fingerprint.host": "host",
-          "git.commit": "commit", "git.dirty": "dirty"}
+          "fingerprint.tinygrad_version": "tinygrad", "sandbox": "sandbox", "git.commit": "commit", "git.dirty": "dirty"}
   have = [c for c in cols if c in runs.columns]
   hw = runs[have].astype(str).drop_duplicates().rename(columns=cols)
   if "commit" in hw: hw["commit"] = hw["commit"].str[:10]
@@ -304,7 +304,10 @@ def main(argv: list[str] | None = None) -> int:
   if missing:
     print(f"no such file or directory: {', '.join(missing)}", file=sys.stderr)
     return 1
-  runs = pd.concat([load_runs(s) for s in args.sources], ignore_index=True)
+  try: runs = pd.concat([load_runs(s) for s in args.sources], ignore_index=True)
+  except TamperedRecords as e:
+    print(f"refused: {e}", file=sys.stderr)
+    return 2
   if runs.empty:
     print(f"no run records under {', '.join(args.sources)}", file=sys.stderr)
     return 1

@@ -1,9 +1,12 @@
-"""One run: one agent, one task, one seed, in a fresh child process. The referee (this module) owns
-the clock, the budgets and the evaluation; it returns a RunRecord whatever the agent does."""
+"""One run: one agent, one task, one seed, in a fresh sandboxed child process. The referee (this module)
+owns the clock, the budgets, the evaluation and the accounting of work done while the clock is stopped;
+it returns a RunRecord whatever the agent does (PROTOCOL.md sections 3, 5, 6 and 12)."""
 from __future__ import annotations
 
 import os
+import resource
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -11,14 +14,16 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
 
 import numpy as np
 
-from bench.agent_api import AgentError, AgentSpec
+from bench import protocol as P
+from bench.accounting import TreeCPU
+from bench.agent_api import AgentError, AgentSpec, hash_sources
 from bench.clock import TrainingClock
 from bench.evaluation import EvalSeeds, evaluate
 from bench.records import RunRecord
+from bench.sandbox import probe
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -27,9 +32,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 class RefereeConfig:
   device: str | None = "CPU"          # tinygrad DEV= in the child; None leaves the environment alone
   hang_timeout_s: float = 300.0       # no reply for this long (outside the time budget) = hang
-  startup_timeout_s: float = 120.0    # process start, library and agent-module imports (untimed)
+  startup_timeout_s: float = 120.0    # process start, library imports and device start-up (untimed)
   eval_seed: int | None = None        # fixed evaluation seed root (reproductions); None = secret
   extra_env: dict[str, str] = field(default_factory=dict)
+  sandbox: str = "auto"               # "auto" (bwrap where it works, else none), "bwrap" (required), "none"
+  hidden_dirs: tuple[str, ...] = ()   # directories the agent must not see (the results directory)
+  memory_limit_gb: float | None = 8.0  # address-space limit of each agent process (CPU device only)
+  act_allowance_ms: float = 2.0       # act() time per call that is not charged to the training clock
+  act_call_cap_s: float = 10.0        # one act() call longer than this fails the run
+  act_eval_cap_s: float = 120.0       # act() time in one evaluation longer than this fails the run
+  idle_cpu_s: float = 0.05            # CPU-seconds the agent's processes may use between act() calls in one evaluation ...
+  idle_cpu_fraction: float = 0.25     # ... plus this fraction of the wall time between them (the references: 0)
 
 
 class RunFailed(Exception):
@@ -39,88 +52,155 @@ class RunFailed(Exception):
 
 
 class Child:
-  """The agent's process and the pipe to it. Replies are waited for with a deadline."""
-  def __init__(self, config: RefereeConfig, cache_db: str | None):
+  """The agent's process (in its sandbox) and the wire to it. Replies are waited for with a deadline,
+  read with a size limit and checked against the type the request expects."""
+  def __init__(self, config: RefereeConfig, scratch: str, cache_db: str | None, readable: list[str] = ()):
+    self.config, self.sandbox = config, probe(config.sandbox)
     ours, theirs = socket.socketpair()
-    env = {**os.environ, **config.extra_env, "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))}
+    env = {**os.environ, **config.extra_env, "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])),
+           "HOME": scratch, "TMPDIR": scratch, "PYTHONDONTWRITEBYTECODE": "1"}
     if config.device: env["DEV"] = config.device
     if cache_db: env["CACHEDB"] = cache_db
+    if self.sandbox.kind != "none": env["RLSPEEDRUN_SANDBOX"] = self.sandbox.kind
+    argv = self.sandbox.wrap([sys.executable, "-m", "bench.child", str(theirs.fileno())], scratch=scratch,
+                             readable=[ROOT, *readable], hidden=list(config.hidden_dirs), device=config.device)
     self.log = tempfile.TemporaryFile()
-    self.proc = subprocess.Popen([sys.executable, "-m", "bench.child", str(theirs.fileno())], pass_fds=[theirs.fileno()],
-                                 env=env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT,
-                                 start_new_session=True)  # Ctrl-C reaches the referee only
+    self.proc = subprocess.Popen(argv, pass_fds=[theirs.fileno()], env=env, cwd=scratch, stdin=subprocess.DEVNULL,
+                                 stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,  # Ctrl-C reaches the referee only
+                                 preexec_fn=self._limits)
     theirs.close()
-    self.conn = Connection(ours.detach())
+    self.wire = P.Wire(ours, accept=P.REPLIES, max_in=P.MAX_REPLY_BYTES)
+    self.cpu = TreeCPU(self.proc.pid)
+    self.seq, self.idle = 0, False    # idle: the last request got its reply (the agent waits for the next)
 
-  def request(self, msg: tuple, timeout: float, what: str) -> tuple:
-    self.conn.send(msg)
-    return self.reply(timeout, what)
+  def _limits(self) -> None:
+    """In the forked child before exec: limits every process of the agent inherits."""
+    gb = self.config.memory_limit_gb
+    if gb and (self.config.device or "CPU").split(":")[0].upper() == "CPU":   # GPU drivers reserve huge address ranges
+      resource.setrlimit(resource.RLIMIT_AS, (int(gb * 2**30),) * 2)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4 * 2**30,) * 2)    # no file (its output included) over 4 GiB
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
-  def reply(self, timeout: float, what: str) -> tuple:
-    if not self.conn.poll(max(timeout, 0.0)):
-      raise TimeoutError(what)
-    try: rep = self.conn.recv()
-    except (EOFError, ConnectionError, OSError):
-      raise RunFailed("failed", f"agent process died during {what} ({self._exit()}){self._log_tail()}")
-    if rep[0] == "error":
-      _, phase, kind, message, tb = rep
-      if kind == "interface": raise RunFailed("failed", f"agent broke the interface during {phase}: {message}")
-      raise RunFailed("failed", f"agent raised during {phase}: {message}\n{tb}")
+  def request(self, msg, timeout: float, what: str, expect: type):
+    self.seq, self.idle = self.seq + 1, False
+    t0 = time.monotonic()
+    try: self.wire.send(msg, self.seq, timeout)
+    except TimeoutError: raise TimeoutError(what) from None
+    except OSError: raise RunFailed("failed", f"agent process died before {what} ({self._exit()}){self._log_tail()}") from None
+    return self.reply(timeout - (time.monotonic() - t0), what, expect)
+
+  def reply(self, timeout: float, what: str, expect: type):
+    try: seq, rep = self.wire.recv(timeout)
+    except TimeoutError: raise TimeoutError(what) from None
+    except (EOFError, OSError):
+      raise RunFailed("failed", f"agent process died during {what} ({self._exit()}){self._log_tail()}") from None
+    except P.ProtocolError as e:
+      raise RunFailed("failed", f"agent process broke the wire protocol during {what}: {e}") from None
+    if isinstance(rep, P.Error):
+      if rep.kind == "interface": raise RunFailed("failed", f"agent broke the interface during {rep.phase}: {rep.message}")
+      raise RunFailed("failed", f"agent raised during {rep.phase}: {rep.message}\n{rep.traceback}")
+    if seq != self.seq or not isinstance(rep, expect):
+      raise RunFailed("failed", f"agent process broke the wire protocol during {what}: reply {rep.verb!r} #{seq} "
+                                f"to request #{self.seq}, expected {expect.verb!r}")
+    self.idle = True
     return rep
+
+  def sources(self) -> list[str]:
+    """The files of the modules the agent's process has imported (self-reported), when it is waiting for a request."""
+    if not self.idle or self.proc.poll() is not None: return []
+    try: return self.request(P.Sources(), 5.0, "sources", P.SourceList).paths
+    except (RunFailed, TimeoutError): return []
 
   def _exit(self) -> str:
     try: code = self.proc.wait(timeout=5)
     except subprocess.TimeoutExpired: return "still running"
+    if code > 128 and self.sandbox.kind == "bwrap": code = 128 - code    # bwrap exits 128+N for a child killed by signal N
     return f"killed by signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
 
   def _log_tail(self, n: int = 2000) -> str:
-    self.log.seek(0)
-    tail = self.log.read().decode(errors="replace")[-n:]
+    self.log.seek(0, os.SEEK_END)
+    self.log.seek(max(self.log.tell() - n, 0))
+    tail = self.log.read().decode(errors="replace")
     return f"; its output ended with:\n{tail}" if tail.strip() else ""
 
   def close(self) -> None:
-    """Ask the child to exit; kill its process group if it does not (it may be mid-update)."""
-    try: self.conn.send(("close",))
-    except OSError: pass
+    """Ask the child to exit, then kill every process of its tree, those seen before it exited included (a sandbox's
+    whole PID namespace dies with it)."""
+    tree = self.cpu.snapshot()
+    try: self.wire.send(P.Close(), self.seq + 1, timeout=1.0)
+    except (OSError, P.ProtocolError): pass
     try: self.proc.wait(timeout=0.5)
     except subprocess.TimeoutExpired: pass
+    self.cpu.kill_all(tree)
     if self.proc.poll() is None:
-      os.killpg(self.proc.pid, signal.SIGKILL)
-      self.proc.wait()
-    self.conn.close()
+      try: os.killpg(self.proc.pid, signal.SIGKILL)
+      except ProcessLookupError: pass
+    self.proc.wait()
+    self.cpu.close()
+    self.wire.close()
     self.log.close()
 
 
 def run_one(agent: AgentSpec, task, seed: int, config: RefereeConfig, *, cache_db: str | None = None,
-            kernel_cache: str = "warm", role: str = "timed") -> RunRecord:
-  """Run `agent` on `task` with `seed` until a confirmed pass, a budget, or a failure."""
+            kernel_cache: str = "warm", role: str = "timed", workdir: str | None = None) -> RunRecord:
+  """Run `agent` on `task` with `seed` until a confirmed pass, a budget, or a failure. `cache_db` is a verified
+  kernel cache (kernel_cache.seal) of which the run gets its own copy; None starts with an empty one."""
   rec = RunRecord.start(agent, task, seed, role=role, kernel_cache=kernel_cache, device=config.device)
   clock = TrainingClock()
   root = config.eval_seed if config.eval_seed is not None else secrets.randbits(63)
   seeds = EvalSeeds(root)
   br = rec.breakdown
-  child = Child(config, cache_db)
   act_times: list[float] = []
-
-  def policy(obs: np.ndarray) -> np.ndarray:
-    t0 = time.perf_counter()
-    rep = child.request(("act", obs), config.hang_timeout_s, "act()")
-    act_times.append(time.perf_counter() - t0)
-    return rep[1]
+  scratch = tempfile.mkdtemp(prefix="run-", dir=workdir)
+  child, imported = None, []
 
   def run_eval(n: int) -> float:
-    t0 = time.perf_counter()
-    try: return float(evaluate(task, policy, seeds.next(n)).mean())
+    """One evaluation. act() time beyond the allowance is charged to the clock. CPU time the agent's process tree
+    uses while no act() call is in progress (work while train() is suspended: threads, other processes) fails the
+    run when it is more than a small allowance."""
+    acct = {"wall": 0.0, "cpu": 0.0, "excess": 0.0}
+    allowance = config.act_allowance_ms / 1e3
+
+    def policy(obs: np.ndarray) -> np.ndarray:
+      cap, why = min((config.act_call_cap_s, f"act() took more than {config.act_call_cap_s:g} s for one batch (the cap per call)"),
+                     (config.hang_timeout_s, f"hang: no reply from act() for {config.hang_timeout_s:g} s"),
+                     (config.act_eval_cap_s - acct["wall"],
+                      f"act() took more than {config.act_eval_cap_s:g} s in one evaluation (the cap per evaluation)"))
+      c0, t0 = child.cpu.read(), time.perf_counter()
+      try: rep = child.request(P.Act(obs=obs), cap, "act()", P.Actions)
+      except TimeoutError: raise RunFailed("failed", why) from None
+      dt = time.perf_counter() - t0
+      # a slow call may have started processes (tinygrad compiles its first calls in a pool): find them, so that their
+      # time counts as act()'s; a process started in a fast call is found at the end of the evaluation (and counts as idle)
+      acct["cpu"] += (child.cpu.scan() if dt > 0.02 else child.cpu.read()) - c0
+      act_times.append(dt)
+      acct["wall"] += dt
+      acct["excess"] += max(0.0, dt - allowance)
+      return rep.actions
+
+    t0, cpu0 = time.perf_counter(), child.cpu.scan()
+    try: ret = float(evaluate(task, policy, seeds.next(n)).mean())
     finally:
       br["eval_s"] += time.perf_counter() - t0
       br["evaluations"] += 1
+    idle_cpu, idle_wall = child.cpu.scan() - cpu0 - acct["cpu"], time.perf_counter() - t0 - acct["wall"]
+    br["idle_cpu_s"] += max(idle_cpu, 0.0)
+    br["idle_wall_s"] += idle_wall
+    br["act_cpu_s"] += acct["cpu"]
+    limit = config.idle_cpu_s + config.idle_cpu_fraction * idle_wall
+    if idle_cpu > limit:
+      raise RunFailed("failed", f"the agent's processes used {idle_cpu:.2f} CPU-s between act() calls during an evaluation "
+                                f"(allowance {limit:.2f}): no work may go on while train() is suspended")
+    clock.charge(acct["excess"])
+    br["act_charged_s"] += acct["excess"]
+    return ret
 
-  def timed(msg: tuple, what: str) -> tuple:
+  def timed(msg, what: str, expect: type):
     """Send a command that runs agent code, with the clock running, under the time budget."""
     remaining = task.time_budget_s - clock.elapsed
     wait = min(remaining, config.hang_timeout_s)
     clock.start()
-    try: return child.request(msg, wait, what)
+    try: return child.request(msg, wait, what, expect)
     except TimeoutError:
       if wait >= remaining:
         raise RunFailed("unsolved", f"time budget ({task.time_budget_s:g} s) ran out during {what}")
@@ -129,15 +209,23 @@ def run_one(agent: AgentSpec, task, seed: int, config: RefereeConfig, *, cache_d
       clock.stop()
 
   try:
+    cache = os.path.join(scratch, "kernel-cache", "cache.db")
+    os.makedirs(os.path.dirname(cache))
+    if cache_db and os.path.exists(cache_db): shutil.copyfile(cache_db, cache)
+    child = Child(config, scratch, cache, readable=[os.path.dirname(agent.source)])
+    rec.sandbox = child.sandbox.label
     try:
-      info = child.request(("load", agent.target, task), config.startup_timeout_s, "start-up and import")[1]
+      loaded = child.request(P.Load(task=task.to_wire(), preload=list(agent.preload)), config.startup_timeout_s,
+                             "start-up", P.Loaded)
     except TimeoutError:
       raise RunFailed("failed", f"hang: agent process did not start within {config.startup_timeout_s:g} s")
-    rec.fingerprint.update(tinygrad_version=info["tinygrad_version"], tinygrad_device=info["tinygrad_device"])
-    br["import_s"] = info.get("import_s")
+    rec.self_reported.update(pid=loaded.pid, tinygrad_version=loaded.tinygrad_version, tinygrad_device=loaded.tinygrad_device)
 
-    timed(("construct", seed), "construction")
-    br["construct_s"] = clock.elapsed
+    timed(P.Import(target=agent.target), "import of the agent's module", P.Ok)
+    br["import_s"] = clock.elapsed
+    imported = child.sources()
+    timed(P.Construct(seed=seed), "construction", P.Ok)
+    br["construct_s"] = clock.elapsed - br["import_s"]
 
     def passes(steps: int) -> bool:
       """A regular evaluation; a pass counts only if a confirmation evaluation (new seeds) agrees."""
@@ -160,23 +248,29 @@ def run_one(agent: AgentSpec, task, seed: int, config: RefereeConfig, *, cache_d
       targets = [task.step_budget] + ([(last_eval_steps // every_n + 1) * every_n] if every_n else [])
       max_s = task.time_budget_s - clock.elapsed
       if every_t: max_s = min(max_s, (last_eval_t // every_t + 1) * every_t - clock.elapsed)
-      rep = timed(("train", min(targets), max(max_s, 0.0)), "train()")
-      steps, report = rep[1], rep[2]
-      rec.steps, rec.step_source = steps, "referee" if report["counted_steps"] > 0 else "agent"
-      rec.agent_profile = report["profile"]
+      rep = timed(P.Train(until_steps=min(targets), max_s=max(max_s, 0.0)), "train()", P.Trained)
+      steps = rep.counted_steps if rep.counted_steps > 0 else rep.agent_steps
+      rec.steps, rec.step_source = steps, "wrapper" if rep.counted_steps > 0 else "yield"
+      rec.self_reported.update(agent_steps=rep.agent_steps, counted_steps=rep.counted_steps)
+      rec.agent_profile = rep.profile or None
       if clock.elapsed > task.time_budget_s:
         raise RunFailed("unsolved", f"time budget ({task.time_budget_s:g} s) ran out during train()")
       due = (every_n and steps // every_n > last_eval_steps // every_n) or \
             (every_t and clock.elapsed // every_t > last_eval_t // every_t) or \
-            steps >= task.step_budget or rep[0] == "finished"
+            steps >= task.step_budget or rep.finished
       if due:
         last_eval_steps, last_eval_t = steps, clock.elapsed
         if passes(steps):
+          if rep.finished:
+            raise RunFailed("flagged", "passed after train() had returned: a solve needs a train() that is still training")
+          if steps < task.step_floor:
+            raise RunFailed("flagged", f"passed with {steps:,} env steps, under the task's floor of {task.step_floor:,} "
+                                       "(no training the referee saw can have produced it)")
           rec.finish_solved(clock.elapsed, steps, rec.confirmations[-1]["return"])
           return rec
       if steps >= task.step_budget:
         raise RunFailed("unsolved", f"step budget ({task.step_budget:,} steps) reached")
-      if rep[0] == "finished":
+      if rep.finished:
         raise RunFailed("unsolved", "train() returned before the threshold was reached")
   except RunFailed as e:
     rec.finish_unsolved(e.status, e.reason, clock.elapsed)
@@ -187,9 +281,17 @@ def run_one(agent: AgentSpec, task, seed: int, config: RefereeConfig, *, cache_d
   except TimeoutError as e:
     rec.finish_unsolved("failed", f"hang: no reply from {e} for {config.hang_timeout_s:g} s", clock.elapsed)
     return rec
+  except Exception as e:   # whatever went wrong, this run is recorded and the session goes on
+    if clock.running: clock.stop()
+    rec.finish_unsolved("failed", f"referee error while running the agent: {type(e).__name__}: {e}", clock.elapsed)
+    return rec
   finally:
     rec.eval_seed_root = root
     br["train_clock_s"] = clock.elapsed
     br["act_calls"] = len(act_times)
+    br["act_wall_s"] = float(sum(act_times))
     br["act_roundtrip_ms_median"] = float(np.median(act_times) * 1e3) if act_times else None
-    child.close()
+    if child is not None:
+      rec.sources = hash_sources(sorted({agent.source, *imported, *child.sources()}))
+      child.close()
+    shutil.rmtree(scratch, ignore_errors=True)

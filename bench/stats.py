@@ -22,6 +22,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from agents import PEER_AGENTS, REFERENCE_AGENTS
+
 ALPHA = 0.05
 CONFIDENCE = 0.95
 N_RESAMPLES = 10_000
@@ -73,7 +75,7 @@ class Comparison:
 
 def compare(entry_times, baseline_times, entry_solved, baseline_solved, *, task: str = "", entry: str = "entry",
             baseline: str = "baseline", solve_bar: float = DEFAULT_SOLVE_BAR, comparable: bool = True,
-            alpha: float = ALPHA, seed: int = 0) -> Comparison:
+            why_not: str = "", review: list[str] = (), alpha: float = ALPHA, seed: int = 0) -> Comparison:
   """Compare two sets of censored times-to-threshold (unsolved runs already set to the budget)."""
   e, b = np.asarray(entry_times, dtype=float), np.asarray(baseline_times, dtype=float)
   es, bs = np.asarray(entry_solved, dtype=bool), np.asarray(baseline_solved, dtype=bool)
@@ -87,12 +89,13 @@ def compare(entry_times, baseline_times, entry_solved, baseline_solved, *, task:
   poi = float(u_base.statistic) / (len(e) * len(b))
   lo, hi = speedup_ci(e, b, seed=seed)
   notes = []
-  if not comparable: verdict = "not comparable"; notes.append("hardware fingerprints differ")
+  if not comparable: verdict = "not comparable"; notes.append(why_not or "hardware fingerprints differ")
   elif es.mean() < solve_bar: verdict = "fails to solve"
   elif p_faster < alpha: verdict = "faster"
   elif p_slower < alpha: verdict = "slower"
   else: verdict = "no significant difference"
   if bs.mean() < solve_bar: notes.append(f"baseline solves only {bs.sum()}/{len(bs)}")
+  notes += [f"review: {r}" for r in review]
   if min(len(e), len(b)) < 5 and verdict == "no significant difference":
     notes.append(f"{len(e)} vs {len(b)} runs: too few for the test to find a difference (use 10 seeds)")
   return Comparison(task=task, entry=entry, baseline=baseline, runs_entry=len(e), runs_baseline=len(b),
@@ -115,7 +118,6 @@ def solve_bar(task: str) -> float:
 
 def pick_baseline(timed: pd.DataFrame, task: str, baseline: str | None = None) -> str:
   """The named baseline, else the reference agent with the lowest median time on this task."""
-  from agents import REFERENCE_AGENTS
   present = set(timed.loc[timed["task"] == task, "agent"])
   if baseline is not None:
     if baseline not in present: raise ValueError(f"baseline {baseline!r} has no timed runs on {task} (agents: {', '.join(sorted(present))})")
@@ -147,13 +149,38 @@ def compare_runs(runs: pd.DataFrame, baseline: str | None = None, force: bool = 
         warnings.append(f"{task}: {agent} and {base} ran on different hardware/devices "
                         f"({' | '.join(map(', '.join, sorted(fe)))} vs {' | '.join(map(', '.join, sorted(fb)))})"
                         + ("; compared anyway (forced)" if force else "; no verdict (force it with --force)"))
+      unboxed = sorted({str(x) for x in e.get("sandbox", pd.Series(["none: not recorded (schema 1)"])) if str(x) != "bwrap"}) \
+        if agent not in REFERENCE_AGENTS and agent not in PEER_AGENTS else []
+      if unboxed:
+        warnings.append(f"{task}: {agent} ran without a sandbox ({'; '.join(unboxed)})"
+                        + ("; compared anyway (forced)" if force else "; no verdict for an entry without one (force it with --force)"))
+      review = fewer_steps_than_references(e, g)
+      warnings += [f"{task}: {agent}: {r}" for r in review]
+      why = "; ".join(filter(None, ["hardware fingerprints differ" if not same else "",
+                                    "the entry ran without a sandbox" if unboxed else ""]))
       c = compare(e["censored_time_s"], b["censored_time_s"], e["solved"], b["solved"], task=task, entry=agent,
-                  baseline=base, solve_bar=solve_bar(task), comparable=same or force)
+                  baseline=base, solve_bar=solve_bar(task), comparable=(same and not unboxed) or force, why_not=why,
+                  review=review)
       rows.append(asdict(c))
   for (agent, task), g in timed.groupby(["agent", "task"]):
     if g["agent_sha256"].nunique() > 1:
       warnings.append(f"{task}: the runs of {agent} come from {g['agent_sha256'].nunique()} different versions of its source")
   return pd.DataFrame(rows, columns=list(Comparison.__dataclass_fields__)), warnings
+
+
+REVIEW_STEP_RATIO = 4.0   # a solve with this many times fewer steps than every reference run is flagged for review
+
+
+def fewer_steps_than_references(entry: pd.DataFrame, task_runs: pd.DataFrame) -> list[str]:
+  """MLPerf's reference convergence points, simply: the entry's solved runs that needed far fewer env steps
+  than the fewest any reference agent needed on the task in these records (the steps are self-reported)."""
+  refs = task_runs[task_runs["agent"].isin(list(REFERENCE_AGENTS)) & task_runs["solved"]]
+  if entry["agent"].iloc[0] in REFERENCE_AGENTS or refs.empty: return []
+  floor = float(refs["steps_to_threshold"].min()) / REVIEW_STEP_RATIO
+  few = entry[entry["solved"] & (entry["steps_to_threshold"] < floor)]
+  if few.empty: return []
+  return [f"{len(few)} solved run(s) with fewer than 1/{REVIEW_STEP_RATIO:g} of the fewest env steps any reference run needed "
+          f"({int(refs['steps_to_threshold'].min()):,}): seeds {', '.join(str(s) for s in few['seed'])}; check how it trains"]
 
 
 def performance_profile(runs: pd.DataFrame, baselines: dict[str, str], taus: np.ndarray) -> pd.DataFrame:

@@ -1,20 +1,27 @@
 """One (agent, task) pair in a session: an untimed warm-up that also checks the agent's interface,
-an optional cold-start run, then timed runs with a warm kernel cache, each seed in a fresh process."""
+an optional cold-start run, then timed runs with a warm kernel cache, each seed in a fresh process.
+
+The warm-up shares nothing with the timed runs but its kernel cache, and that only after the referee
+has verified it (bench/kernel_cache.py): its seed is secret, its scratch directory is deleted, and every
+timed run gets its own copy of the verified cache, so nothing one run writes reaches another."""
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import tempfile
 from typing import Callable
 
 import numpy as np
 
+from bench import protocol as P
 from bench.agent_api import AgentError, AgentSpec, check_actions
 from bench.clock import SESSION
+from bench.kernel_cache import CacheRejected, seal, verify
 from bench.records import RecordWriter, RunRecord
 from bench.runner import Child, RefereeConfig, RunFailed, run_one
 
-WARMUP_SEED = 1_000_003   # never one of the timed seeds (0..N-1)
+OBS_SEED = 1_000_003      # start states for checking act() in the warm-up (not an evaluation seed)
 
 
 class Suite:
@@ -22,45 +29,58 @@ class Suite:
                on_record: Callable[[RunRecord], None] | None = None):
     self.agent, self.task, self.config, self.writer, self.on_record = agent, task, config, writer, on_record
     self.workdir = tempfile.mkdtemp(prefix="rlspeedrun-")
-    self.warm_cache = os.path.join(self.workdir, "warm", "cache.db")
+    self.warm_cache = os.path.join(self.workdir, "verified-cache.db")   # the referee's; never inside a sandbox
     self.records: list[RunRecord] = []
 
   def warm_up(self) -> None:
-    """Untimed: load, construct, act, train a few updates, act again — with the kernel cache that the
-    timed runs will use. Raises AgentError with one clear message if the agent breaks the interface."""
-    child = Child(self.config, self.warm_cache)
-    obs_batches = {n: _sample_observations(self.task, n) for n in (self.task.eval_episodes, self.task.confirm_episodes)}
+    """Untimed: load, construct (with a secret seed), act, train a few updates, act again, in a scratch
+    directory that is deleted afterwards; then verify and seal the kernel cache it filled, for the timed runs.
+    Raises AgentError with one clear message if the agent breaks the interface or leaves a bad cache."""
+    scratch = tempfile.mkdtemp(prefix="warm-up-", dir=self.workdir)
+    cache = os.path.join(scratch, "kernel-cache", "cache.db")
+    os.makedirs(os.path.dirname(cache))
     _, act_space = self.task.spaces()
     t = self.config.hang_timeout_s
+    child = None
     try:
-      child.request(("load", self.agent.target, self.task), max(t, self.config.startup_timeout_s), "import")
-      child.request(("construct", WARMUP_SEED), t, "construction")
+      obs_batches = {n: _sample_observations(self.task, n) for n in (self.task.eval_episodes, self.task.confirm_episodes)}
+      child = Child(self.config, scratch, cache, readable=[os.path.dirname(self.agent.source)])
+      child.request(P.Load(task=self.task.to_wire(), preload=list(self.agent.preload)), self.config.startup_timeout_s,
+                    "start-up", P.Loaded)
+      child.request(P.Import(target=self.agent.target), t, "import", P.Ok)
+      child.request(P.Construct(seed=1_000_000 + secrets.randbelow(2**31)), t, "construction", P.Ok)
       for _ in range(2):
         for n, obs in obs_batches.items():
-          check_actions(child.request(("act", obs), t, "act()")[1], act_space, n)
+          check_actions(child.request(P.Act(obs=obs), t, "act()", P.Actions).actions, act_space, n)
         steps = 0
         for _ in range(3):   # TinyJit captures on the second call: three updates warm every kernel
-          rep = child.request(("train", steps + 1, t), t, "train()")
-          steps = rep[1]
-          if rep[0] == "finished": break
+          rep = child.request(P.Train(until_steps=steps + 1, max_s=t), t, "train()", P.Trained)
+          steps = rep.counted_steps if rep.counted_steps > 0 else rep.agent_steps
+          if rep.finished: break
+      child.close()
+      child = None
+      verify(cache)
+      seal(cache, self.warm_cache)
     except RunFailed as e:
       raise AgentError(f"{self.agent.name} on {self.task.name} failed its warm-up: {e.reason}") from None
     except TimeoutError as e:
       raise AgentError(f"{self.agent.name} on {self.task.name}: no reply from {e} within {t:g} s during warm-up") from None
+    except CacheRejected as e:
+      raise AgentError(f"{self.agent.name} on {self.task.name}: its warm-up's kernel cache was refused: {e}") from None
     except AgentError as e:
       raise AgentError(f"{self.agent.name} on {self.task.name}: {e}") from None
     finally:
-      child.close()
+      if child is not None: child.close()
+      shutil.rmtree(scratch, ignore_errors=True)
 
   def cold_start(self, seed: int) -> RunRecord:
     """A timed run with an empty kernel cache: reported apart from the warm runs."""
-    cold = tempfile.mkdtemp(prefix="cold-", dir=self.workdir)
-    return self._record(run_one(self.agent, self.task, seed, self.config, cache_db=os.path.join(cold, "cache.db"),
-                                kernel_cache="cold", role="cold-start"))
+    return self._record(run_one(self.agent, self.task, seed, self.config, cache_db=None, kernel_cache="cold",
+                                role="cold-start", workdir=self.workdir))
 
   def run(self, seed: int) -> RunRecord:
-    """A timed run with the warm kernel cache."""
-    return self._record(run_one(self.agent, self.task, seed, self.config, cache_db=self.warm_cache))
+    """A timed run with (a copy of) the verified warm kernel cache."""
+    return self._record(run_one(self.agent, self.task, seed, self.config, cache_db=self.warm_cache, workdir=self.workdir))
 
   def _record(self, rec: RunRecord) -> RunRecord:
     SESSION.add(rec.censored_time_s)
@@ -76,5 +96,5 @@ class Suite:
 def _sample_observations(task, n: int) -> np.ndarray:
   """Real start states (not evaluation seeds) to check act() on a batch of n."""
   env = task.gym_make_vec(n, vectorization_mode="sync")
-  try: return env.reset(seed=WARMUP_SEED)[0]
+  try: return env.reset(seed=OBS_SEED)[0]
   finally: env.close()

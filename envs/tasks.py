@@ -7,7 +7,8 @@ Tasks whose environments need more than classic control name the pyproject extra
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
 import gymnasium as gym
@@ -34,10 +35,25 @@ class Task:
   env_kwargs: dict[str, Any] = field(default_factory=dict)
   wrappers: tuple[Callable[[gym.Env], gym.Env], ...] = ()   # applied to every env, training and evaluation
   extra: str | None = None          # the pyproject extra that installs the environment
+  step_floor: int = 0               # a confirmed pass with fewer env steps is flagged, not solved (set by this project:
+                                    # a sanity bar well under the fewest steps any reference run has needed)
 
   def __post_init__(self):
     if self.eval_every_steps is None and self.eval_every_seconds is None:
       raise ValueError(f"task {self.name}: set eval_every_steps and/or eval_every_seconds")
+
+
+  # --- the task as the referee sends it to the agent's process (JSON; wrappers are code, found by name) ---
+  def to_wire(self) -> str:
+    return json.dumps({f.name: getattr(self, f.name) for f in fields(self) if f.name != "wrappers"})
+
+  @staticmethod
+  def from_wire(s: str) -> "Task":
+    """The task the referee sent; its wrappers are those of the registered task of the same name or env id."""
+    d = json.loads(s)
+    known = TASKS.get(d["name"]) or next((t for t in TASKS.values() if t.env_id == d["env_id"]), None)
+    d.update(tiers=tuple(d["tiers"]), agents=tuple(d["agents"]), wrappers=known.wrappers if known else ())
+    return Task(**d)
 
   # --- environments as the task defines them (registration, kwargs, wrappers); nothing counted ---
   def gym_make(self, **kwargs) -> gym.Env:
@@ -84,14 +100,14 @@ TASKS: dict[str, Task] = {t.name: t for t in [
     threshold=475.0, threshold_source="gymnasium reward_threshold",
     time_budget_s=120.0, step_budget=500_000,
     eval_episodes=10, confirm_episodes=100, eval_every_steps=2048,
-    min_solve_rate=0.9, tiers=("quick",), agents=("ppo", "dqn"),
+    step_floor=2_000, min_solve_rate=0.9, tiers=("quick",), agents=("ppo", "dqn"),
   ),
   Task(
     name="Acrobot-v1", env_id="Acrobot-v1",
     threshold=-100.0, threshold_source="gymnasium reward_threshold",
     time_budget_s=300.0, step_budget=500_000,
     eval_episodes=10, confirm_episodes=100, eval_every_steps=4096,
-    min_solve_rate=0.9, tiers=("quick",), agents=("ppo", "dqn"),
+    step_floor=2_000, min_solve_rate=0.9, tiers=("quick",), agents=("ppo", "dqn"),
   ),
   Task(
     name="Pendulum-v1", env_id="Pendulum-v1",
@@ -99,7 +115,7 @@ TASKS: dict[str, Task] = {t.name: t for t in [
                                        "reach about -150 in CleanRL's and rl-zoo3's reports)",
     time_budget_s=300.0, step_budget=100_000,
     eval_episodes=10, confirm_episodes=100, eval_every_steps=2000,
-    min_solve_rate=0.9, tiers=("quick",), agents=("sac", "ppo"),
+    step_floor=1_000, min_solve_rate=0.9, tiers=("quick",), agents=("sac", "ppo"),
   ),
   # --- standard: CPU, under an hour (extra `box2d` for LunarLander) ---
   Task(
@@ -107,21 +123,21 @@ TASKS: dict[str, Task] = {t.name: t for t in [
     threshold=200.0, threshold_source="gymnasium reward_threshold",
     time_budget_s=900.0, step_budget=1_000_000,
     eval_episodes=10, confirm_episodes=100, eval_every_steps=10_000,
-    min_solve_rate=0.9, tiers=("standard",), agents=("ppo", "dqn"), extra="box2d",
+    step_floor=25_000, min_solve_rate=0.9, tiers=("standard",), agents=("ppo", "dqn"), extra="box2d",
   ),
   Task(
     name="MountainCar-v0", env_id="MountainCar-v0",
     threshold=-110.0, threshold_source="gymnasium reward_threshold",
     time_budget_s=600.0, step_budget=300_000,
     eval_episodes=10, confirm_episodes=100, eval_every_steps=5_000,
-    min_solve_rate=0.9, tiers=("standard",), agents=("dqn",),
+    step_floor=2_500, min_solve_rate=0.9, tiers=("standard",), agents=("dqn",),
   ),
   Task(
     name="MountainCarContinuous-v0", env_id="MountainCarContinuous-v0",
     threshold=90.0, threshold_source="gymnasium reward_threshold",
     time_budget_s=600.0, step_budget=300_000,
     eval_episodes=10, confirm_episodes=100, eval_every_steps=5_000,
-    min_solve_rate=0.9, tiers=("standard",), agents=("sac",),
+    step_floor=2_500, min_solve_rate=0.9, tiers=("standard",), agents=("sac",),
   ),
   # --- hard: a GPU box (extras `mujoco`, `atari`); on a CPU only the smoke test in tests/ runs them ---
   Task(
@@ -129,14 +145,14 @@ TASKS: dict[str, Task] = {t.name: t for t in [
     threshold=4800.0, threshold_source="gymnasium reward_threshold",
     time_budget_s=3600.0, step_budget=1_000_000,
     eval_episodes=10, confirm_episodes=100, eval_every_steps=20_000,
-    min_solve_rate=0.9, tiers=("hard",), agents=("sac",), extra="mujoco",
+    step_floor=25_000, min_solve_rate=0.9, tiers=("hard",), agents=("sac",), extra="mujoco",
   ),
   Task(
     name="Hopper-v5", env_id="Hopper-v5",
     threshold=3800.0, threshold_source="gymnasium reward_threshold",
     time_budget_s=3600.0, step_budget=1_000_000,
     eval_episodes=10, confirm_episodes=100, eval_every_steps=20_000,
-    min_solve_rate=0.9, tiers=("hard",), agents=("sac",), extra="mujoco",
+    step_floor=25_000, min_solve_rate=0.9, tiers=("hard",), agents=("sac",), extra="mujoco",
   ),
   Task(
     name="Breakout-MinAtar-v1", env_id="MinAtar/Breakout-v1",
@@ -144,7 +160,7 @@ TASKS: dict[str, Task] = {t.name: t for t in [
                                       "a full wall; not yet checked against a reference run on a GPU box",
     time_budget_s=1800.0, step_budget=5_000_000,
     eval_episodes=10, confirm_episodes=100, eval_every_steps=50_000,
-    min_solve_rate=0.9, tiers=("hard",), agents=("ppo",), wrappers=(channels_first,), extra="atari",
+    step_floor=100_000, min_solve_rate=0.9, tiers=("hard",), agents=("ppo",), wrappers=(channels_first,), extra="atari",
   ),
   Task(
     name="Pong-v5", env_id="ALE/Pong-v5",
@@ -152,7 +168,7 @@ TASKS: dict[str, Task] = {t.name: t for t in [
                                      "checked against a reference run on a GPU box",
     time_budget_s=3600.0, step_budget=10_000_000,
     eval_episodes=10, confirm_episodes=100, eval_every_steps=100_000,
-    min_solve_rate=0.9, tiers=("hard",), agents=("ppo",), env_kwargs={"frameskip": 1},
+    step_floor=250_000, min_solve_rate=0.9, tiers=("hard",), agents=("ppo",), env_kwargs={"frameskip": 1},
     wrappers=(atari_preprocessing,), extra="atari",
   ),
 ]}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up rlspeedrun on a fresh Debian machine with Python 3.11: system packages (clang, which
-# tinygrad's CPU backend compiles kernels with), a virtual environment in .venv, the package.
+# tinygrad's CPU backend compiles kernels with; bubblewrap, the agent's sandbox), a virtual
+# environment in .venv, the package.
 #   bash scripts/setup.sh                  # core + the environments of every tier (extra `envs`)
 #   EXTRAS= bash scripts/setup.sh          # core only: enough for the quick tier (other tiers' tests skip)
 #   EXTRAS=envs,peers bash scripts/setup.sh   # also Stable-Baselines3 + torch, for the peer comparison
@@ -14,6 +15,13 @@ if ! command -v clang >/dev/null 2>&1; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq clang >/dev/null
+fi
+
+if ! command -v bwrap >/dev/null 2>&1; then
+  echo "setup: installing bubblewrap (the agent's sandbox)"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq bubblewrap >/dev/null
 fi
 
 if ! "$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1; then
@@ -33,3 +41,4 @@ else
 fi
 .venv/bin/python -c "import tinygrad, gymnasium; from tinygrad import Tensor; assert (Tensor([1.0, 2.0]) * 2).tolist() == [2.0, 4.0]" \
   && echo "setup: ok ($(.venv/bin/python --version), tinygrad $(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("tinygrad"))'))"
+.venv/bin/python -c "from bench.sandbox import probe; s = probe(); print('setup: sandbox', s.label)"

@@ -16,6 +16,7 @@ def runs_of(agent: str, times, *, task: str = "CartPole-v1", cpu: str | None = N
   out = []
   for i, t in enumerate(times):
     rec = RunRecord.start(spec, t_, start_seed + i, role="timed", kernel_cache="warm", device="CPU")
+    rec.sandbox = "bwrap"
     if cpu is not None: rec.fingerprint = {**rec.fingerprint, "cpu": cpu}
     solved = t is not None and t <= t_.time_budget_s
     end = float(t) if solved else t_.time_budget_s

@@ -35,7 +35,7 @@ def test_scripted_agent_solves_with_confirmation():
   rec = run("Scripted")
   assert rec.status == "solved" and rec.solved
   assert rec.steps_to_threshold == 2000          # learns after 2 updates of 1000 steps; evaluated every 1000
-  assert rec.step_source == "referee"
+  assert rec.step_source == "wrapper" and rec.sandbox == "bwrap"
   assert rec.confirmation_return == 500.0
   assert [p["steps"] for p in rec.curve] == [0, 1000, 2000]
   assert rec.curve[0]["return"] < 100           # the untrained policy is evaluated at step 0
@@ -45,9 +45,9 @@ def test_scripted_agent_solves_with_confirmation():
 def test_clock_excludes_evaluation_and_counts_training():
   rec = run("SleepyTrainer")
   assert rec.solved
-  # 4 updates x 0.25 s of sleep in train(); evaluation (>1000 act calls x 3 ms) is excluded
+  # 4 updates x 0.25 s of sleep in train(); evaluation (>1000 act calls x 1 ms, within the allowance) is excluded
   assert 1.0 <= rec.time_to_threshold_s < 1.0 + 0.8
-  assert rec.breakdown["eval_s"] > 2.5
+  assert rec.breakdown["eval_s"] > 1.0 and rec.breakdown["act_charged_s"] < 0.2
 
 
 def test_evaluation_cadence_in_training_seconds():
@@ -160,7 +160,8 @@ def test_agent_cannot_see_evaluation_seeds(tmp_path, monkeypatch):
   snoop = tmp_path / "seen.txt"
   monkeypatch.setenv("SNOOP_FILE", str(snoop))
   root = 987_654_321_123
-  rec = run("SeedSnoop", config=dataclasses.replace(CONFIG, eval_seed=root))
+  # the protocol's guarantee, without the sandbox (which would keep the agent from writing its file here)
+  rec = run("SeedSnoop", config=dataclasses.replace(CONFIG, eval_seed=root, sandbox="none"))
   assert rec.solved and rec.eval_seed_root == root
   seen = snoop.read_text()
   seeds = EvalSeeds(root)
@@ -187,26 +188,35 @@ def test_unknown_agent_is_a_clear_error():
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
-def test_agent_process_dies_with_the_referee(tmp_path):
-  """A referee killed while its agent trains (here: it exits mid-train()) takes the agent's process with it,
-  instead of leaving it to train on alone."""
+@pytest.mark.parametrize("sandbox", ["bwrap", "none"])
+def test_agent_process_dies_with_the_referee(tmp_path, sandbox):
+  """A referee killed while its agent trains (here: it exits mid-train()) takes every process of the agent with it,
+  instead of leaving them to train on alone."""
   script = tmp_path / "referee.py"
   script.write_text(
-    "import os, sys, time\n"
+    "import os, sys, tempfile, time\n"
+    "from bench import protocol as P\n"
     "from bench.runner import Child, RefereeConfig\n"
     "from envs import get_task\n"
-    "c = Child(RefereeConfig(device='CPU'), None)\n"
-    "c.request(('load', sys.argv[1], get_task('CartPole-v1')), 120, 'import')\n"
-    "c.request(('construct', 0), 60, 'construction')\n"
-    "c.conn.send(('train', 10, 60.0))\n"            # the agent now sleeps in train() for an hour
+    f"c = Child(RefereeConfig(device='CPU', sandbox={sandbox!r}), tempfile.mkdtemp(), None)\n"
+    "c.request(P.Load(task=get_task('CartPole-v1').to_wire(), preload=[]), 120, 'start-up', P.Loaded)\n"
+    "c.request(P.Import(target=sys.argv[1]), 60, 'import', P.Ok)\n"
+    "c.request(P.Construct(seed=0), 60, 'construction', P.Ok)\n"
+    "c.wire.send(P.Train(until_steps=10, max_s=60.0), 99)\n"      # the agent now sleeps in train() for an hour
     "time.sleep(1.0)\n"
-    "print(c.proc.pid, flush=True)\n"
+    "print(*[p.pid for p in c.cpu.snapshot()], flush=True)\n"
     "os._exit(0)\n")
   out = subprocess.run([sys.executable, str(script), os.path.join(HERE, "fake_agents.py") + ":HangsInTrain"],
                        capture_output=True, text=True, timeout=180, cwd=os.path.dirname(HERE),
                        env={**os.environ, "PYTHONPATH": os.path.dirname(HERE)})
-  pid = int(out.stdout.split()[0])
+  pids = [int(p) for p in out.stdout.split()]
+  assert len(pids) >= (3 if sandbox == "bwrap" else 1), out.stdout + out.stderr   # bwrap, its init, the agent
   deadline = time.monotonic() + 10
-  while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline: time.sleep(0.1)
-  state = open(f"/proc/{pid}/stat").read().split()[2] if os.path.exists(f"/proc/{pid}") else "gone"
-  assert state in ("gone", "Z"), f"agent process {pid} outlived its referee (state {state})"
+  while any(_alive(p) for p in pids) and time.monotonic() < deadline: time.sleep(0.1)
+  assert not [p for p in pids if _alive(p)], f"agent processes {pids} outlived their referee"
+
+
+def _alive(pid: int) -> bool:
+  try:
+    with open(f"/proc/{pid}/stat") as f: return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+  except FileNotFoundError: return False

@@ -1,0 +1,62 @@
+"""CPU time of the agent's whole process tree, read by the referee from /proc.
+
+A process's user + system time (all its threads), plus the time of the children it has reaped
+(cutime, cstime), summed over the process and all its descendants: an exited child's time moves into
+its parent's, so it is still counted. psutil finds the tree; the numbers are read from each process's
+/proc/<pid>/stat through a file descriptor kept open (a few microseconds a process), because the referee
+reads them around every act() call. Inside the sandbox the tree is closed (an orphan is adopted by the
+namespace's init, which is in the tree); without it an orphan re-parented to the machine's init leaves the
+tree, and its time with it (PROTOCOL.md 12).
+"""
+from __future__ import annotations
+
+import os
+
+import psutil
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+class TreeCPU:
+  def __init__(self, pid: int):
+    self.root = psutil.Process(pid)
+    self.fds: dict[int, int] = {}
+    self._open(pid)
+
+  def _open(self, pid: int) -> None:
+    try: self.fds[pid] = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
+    except OSError: pass
+
+  def scan(self) -> float:
+    """Find the tree's new processes (a /proc walk: milliseconds), then read()."""
+    try: kids = self.root.children(recursive=True)
+    except psutil.Error: kids = []
+    for p in kids:
+      if p.pid not in self.fds: self._open(p.pid)
+    return self.read()
+
+  def read(self) -> float:
+    """CPU seconds of the processes found so far (those that exited: in their parents' numbers)."""
+    ticks = 0
+    for pid, fd in list(self.fds.items()):
+      try: fields = os.pread(fd, 4096, 0).rsplit(b")", 1)[1].split()
+      except OSError:                 # gone (reaped): its time is in its parent's cutime/cstime now
+        os.close(self.fds.pop(pid))
+        continue
+      ticks += sum(int(x) for x in fields[11:15])   # utime, stime, cutime, cstime
+    return ticks / TICK
+
+  def snapshot(self) -> list[psutil.Process]:
+    """The tree's processes now (psutil keeps them identified after they are re-parented)."""
+    try: return [self.root, *self.root.children(recursive=True)]
+    except psutil.Error: return [self.root]
+
+  def kill_all(self, seen: list[psutil.Process] = ()) -> None:
+    """SIGKILL every process of the tree that is still there, and those `seen` earlier that left it."""
+    for p in reversed([*seen, *self.snapshot()]):
+      try: p.kill()
+      except psutil.Error: pass
+
+  def close(self) -> None:
+    for fd in self.fds.values(): os.close(fd)
+    self.fds.clear()

@@ -1,0 +1,223 @@
+"""Hostile entries: each tries one attack on the referee that a bounty hunter could try (issue 10).
+They build on tests/fake_agents.Scripted (learns CartPole after 2 updates, no tinygrad), so that a run that
+is not stopped would be *solved*. An attack that finds something it should not raises `Escaped` with what it
+found, so that the run's failure reason says which door was open."""
+from __future__ import annotations
+
+import os
+import pickle
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+
+from tests.fake_agents import Scripted, good_policy
+
+MARKER = "rlspeedrun-hostile-daemon-7f3a"     # in the command line of every process a hostile agent leaves behind
+
+
+class Escaped(Exception):
+  """An attack got through (the tests expect never to see this)."""
+
+
+def _burn(seconds: float) -> None:
+  end = time.thread_time() + seconds
+  while time.thread_time() < end: pass
+
+
+def _socket_fd() -> int:
+  return int(sys.argv[1])        # bench.child's command line names its end of the referee's socket
+
+
+# --- 1. code execution in the referee, and replies the referee cannot read ---
+class ObjectActions(Scripted):
+  """act() returns an object array (under pickle, a reply that failed to unpickle ended the session)."""
+  def act(self, obs): return np.array([object()] * len(obs), dtype=object)
+
+
+class _Boom:
+  def __init__(self, path): self.path = path
+  def __reduce__(self): return (open, (self.path, "w"))   # under pickle: runs in whoever unpickles it
+
+
+class PickleOnTheWire(Scripted):
+  """Writes a pickle whose unpickling creates $HOSTILE_MARKER_FILE straight onto the referee's socket."""
+  def train(self):
+    payload = pickle.dumps(("trained", 10**6, _Boom(os.environ["HOSTILE_MARKER_FILE"])))
+    os.write(_socket_fd(), struct.pack("!i", len(payload)) + payload)   # multiprocessing.Connection's framing
+    os.write(_socket_fd(), struct.pack("<Q", len(payload)) + payload)   # the referee's framing, pickle inside
+    yield from super().train()
+
+
+class ForgedReply(Scripted):
+  """Sends a well-formed reply the referee did not ask for (a 'trained' with a million steps) before the real one."""
+  def train(self):
+    from bench import protocol as P
+    frame = P.encode(P.Trained(finished=False, agent_steps=10**6, counted_steps=10**6, profile={}), 10**6)
+    os.write(_socket_fd(), struct.pack("<Q", len(frame)) + frame)
+    yield from super().train()
+
+
+class HugeReply(Scripted):
+  """Announces a 1 GiB reply (under pickle the referee read it all: 2 GB of memory)."""
+  def train(self):
+    os.write(_socket_fd(), struct.pack("<Q", 2**30))
+    os.write(_socket_fd(), b"\0" * 4096)
+    time.sleep(30)
+    yield 1
+
+
+# --- 2. rewriting results; 4. escaping the run ---
+class Snooper(Scripted):
+  """Looks for every door out of its run: the referee's and other processes, the results directory, the
+  project's files, the network. Raises Escaped naming the doors that were open."""
+  def __init__(self, task, seed):
+    super().__init__(task, seed)
+    found, me = [], os.getpid()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+      try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f: cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+      except OSError: continue
+      if int(pid) != me and "pytest" in cmd and "bwrap" not in cmd:     # the referee (not the sandbox's init)
+        found.append(f"sees process {pid}: {cmd[:80]}")
+        try:
+          with open(f"/proc/{pid}/mem", "rb"): found.append(f"opens /proc/{pid}/mem")
+        except OSError: pass
+        try: os.kill(int(pid), 0); found.append(f"can signal {pid}")
+        except OSError: pass
+    results = os.environ.get("HOSTILE_RESULTS_DIR")
+    if results and os.path.isdir(results) and os.listdir(results): found.append(f"sees the results in {results}")
+    if results and os.path.exists(os.path.join(results, "runs.jsonl")): found.append("sees runs.jsonl")
+    for path in (os.path.join(results or "/nonexistent", "runs.jsonl"), os.path.abspath(__file__)):
+      try:
+        with open(path, "a"): found.append(f"writes {path}")
+      except OSError: pass
+    import socket
+    port = os.environ.get("HOSTILE_PORT")     # a listener the test opened on the machine's loopback
+    try: socket.create_connection(("127.0.0.1", int(port)), timeout=1).close(); found.append("reaches the machine's network")
+    except (OSError, TypeError): pass
+    if found: raise Escaped("; ".join(found))
+
+
+class Daemon(Scripted):
+  """Leaves a process that outlives its run, in a session of its own (setsid), meant to SIGSTOP later runs."""
+  def __init__(self, task, seed):
+    super().__init__(task, seed)
+    subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", MARKER], start_new_session=True,
+                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+# --- 3. training while the clock is stopped ---
+class LearnsInAct(Scripted):
+  """Does its 'training' (50 ms of work per call) inside act() during the untimed step-0 evaluation and answers
+  badly there; one instant update later it passes. Under the old referee: solved in a few milliseconds."""
+  updates_to_learn = 1
+  def act(self, obs):
+    if self.updates == 0: _burn(0.05)
+    return super().act(obs)
+
+
+class BackgroundThread(Scripted):
+  """A thread that works only while train() is suspended (during evaluations)."""
+  def __init__(self, task, seed):
+    super().__init__(task, seed)
+    self.suspended = threading.Event()
+    threading.Thread(target=self._work, daemon=True).start()
+
+  def _work(self):
+    while True:
+      self.suspended.wait()
+      _burn(0.001)
+
+  def train(self):
+    for steps in super().train():
+      self.suspended.set()
+      yield steps
+      self.suspended.clear()
+
+
+class BackgroundProcess(Scripted):
+  """A child process (forked, not a thread) that burns CPU all the time: invisible in the agent's own process."""
+  def __init__(self, task, seed):
+    super().__init__(task, seed)
+    subprocess.Popen([sys.executable, "-c", "while True: pass", MARKER], stdin=subprocess.DEVNULL)
+
+
+class SmugglesFiles(Scripted):
+  """In the warm-up, leaves 'weights' wherever a later run might look (HOME, the working directory, beside the
+  kernel cache, /tmp); a timed run that finds any of them raises Escaped."""
+  def __init__(self, task, seed):
+    super().__init__(task, seed)
+    places = {os.path.expanduser("~"), os.getcwd(), os.path.dirname(os.environ.get("CACHEDB", "/nonexistent/x")), "/tmp"}
+    found = [p for p in places if os.path.exists(os.path.join(p, "weights.npy"))]
+    if found: raise Escaped(f"found smuggled weights in {found}")
+    for p in places:
+      try: np.save(os.path.join(p, "weights.npy"), np.ones(4))
+      except OSError: pass
+
+
+class SmugglesInCache(Scripted):
+  """Adds a table of its own to the kernel cache in the warm-up (weights for the timed runs)."""
+  def __init__(self, task, seed):
+    super().__init__(task, seed)
+    import sqlite3
+    con = sqlite3.connect(os.environ["CACHEDB"])
+    con.execute("CREATE TABLE IF NOT EXISTS weights (key text, val blob)")
+    con.execute("INSERT INTO weights VALUES ('w', ?)", (np.ones(4).tobytes(),))
+    con.commit()
+    con.close()
+
+
+class PicklesInCache(Scripted):
+  """Hides a pickle that runs code into a table named like tinygrad's compiler cache."""
+  def __init__(self, task, seed):
+    super().__init__(task, seed)
+    import sqlite3
+    con = sqlite3.connect(os.environ["CACHEDB"])
+    con.execute("CREATE TABLE IF NOT EXISTS compile_clang_jit_22 (key text, val blob, PRIMARY KEY (key))")
+    con.execute("REPLACE INTO compile_clang_jit_22 VALUES ('k', ?)", (pickle.dumps(_Boom("/tmp/rlspeedrun-boom")),))
+    con.commit()
+    con.close()
+
+
+# --- 5. fake progress ---
+class ReturnsAtOnce(Scripted):
+  """train() returns without training; act() then answers with a hard-coded controller."""
+  def train(self):
+    self.updates = 10
+    return
+    yield
+
+
+class ForgesSteps(Scripted):
+  """Steps its envs through the task, then overwrites the step counter to report half the real steps."""
+  def train(self):
+    from envs.counting import STEPS
+    for steps in super().train():
+      STEPS.count = steps // 2
+      yield steps // 2
+
+
+class ForgesFingerprint(Scripted):
+  """Claims another tinygrad version (the old referee took the fingerprint's version from the agent's process)."""
+  def __init__(self, task, seed):
+    super().__init__(task, seed)
+    import tinygrad
+    tinygrad.__version__ = "9.9.9"
+
+
+# --- 6. resources ---
+class MemoryHog(Scripted):
+  def __init__(self, task, seed):
+    super().__init__(task, seed)
+    self.hog = np.ones(3 * 2**30 // 8)        # 3 GiB
+
+
+class SlowAct(Scripted):
+  """act() takes 20 ms a call: the referee's untimed evaluation pays for it unless it is charged."""
+  def act(self, obs):
+    time.sleep(0.02)
+    return good_policy(obs) if self.updates >= self.updates_to_learn else np.zeros(len(obs), dtype=np.int64)

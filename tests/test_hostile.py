@@ -1,0 +1,202 @@
+"""The referee against hostile entries (tests/hostile_agents.py): one test per class of attack in issue 10.
+Each attack worked on the referee before this hardening; here each is refused, failed or flagged, and an
+honest agent run after it in the same session keeps its time and its record."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import socket
+
+import psutil
+import pytest
+
+from bench.agent_api import AgentError, resolve_agent
+from bench.records import RecordWriter, load_runs
+from bench.runner import run_one
+from bench.sandbox import probe
+from bench.suite import Suite
+from tests.hostile_agents import MARKER
+from tests.test_referee import CONFIG, TASK, fake
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+needs_bwrap = pytest.mark.skipif(probe("auto").kind != "bwrap", reason=f"no sandbox here: {probe('auto').reason}")
+
+
+def hostile(name: str):
+  return resolve_agent(os.path.join(HERE, "hostile_agents.py") + ":" + name)
+
+
+def run(name: str, seed: int = 0, task=TASK, config=CONFIG):
+  return run_one(hostile(name), task, seed, config)
+
+
+def honest_run_is_unchanged():
+  """The honest SleepyTrainer after an attack: its known time (4 x 0.25 s of training) and a clean record."""
+  rec = run_one(fake("SleepyTrainer"), TASK, 0, CONFIG)
+  assert rec.solved and 1.0 <= rec.time_to_threshold_s < 1.8 and 3900 <= rec.steps_to_threshold <= 4000, rec.failure_reason
+  assert rec.breakdown["act_charged_s"] < 0.2 and rec.breakdown["idle_cpu_s"] < 0.2
+
+
+def _marked_processes() -> list[int]:
+  return [p.pid for p in psutil.process_iter(["cmdline"]) if MARKER in " ".join(p.info["cmdline"] or [])]
+
+
+# --- 1. code execution in the referee; replies it cannot read ---
+def test_unreadable_replies_fail_one_run_and_the_other_seeds_go_on(tmp_path):
+  writer = RecordWriter(str(tmp_path / "runs.jsonl"))
+  suite = Suite(hostile("ObjectActions"), TASK, CONFIG, writer)
+  try: recs = [suite.run(s) for s in range(2)]
+  finally: suite.close()
+  assert [r.status for r in recs] == ["failed", "failed"]
+  assert all("dtype object" in r.failure_reason for r in recs)
+  assert len(load_runs(str(tmp_path))) == 2
+
+
+@pytest.mark.parametrize("name, words", [
+  ("PickleOnTheWire", "wire protocol"),
+  ("ForgedReply", "wire protocol"),
+  ("HugeReply", "over the limit"),
+])
+def test_the_wire_takes_no_pickle_no_forgery_no_flood(name, words, tmp_path, monkeypatch):
+  marker = tmp_path / "unpickled"
+  monkeypatch.setenv("HOSTILE_MARKER_FILE", str(marker))
+  rss0 = psutil.Process().memory_info().rss
+  rec = run(name, config=dataclasses.replace(CONFIG, sandbox="none"))   # the wire alone, whatever the sandbox
+  assert rec.status == "failed" and words in rec.failure_reason, rec.failure_reason
+  assert not marker.exists()                                            # nothing ran in the referee
+  assert psutil.Process().memory_info().rss - rss0 < 200 * 2**20        # the 1 GiB reply was never read
+  honest_run_is_unchanged()
+
+
+# --- 2. rewriting results; 4. escaping the run ---
+@needs_bwrap
+def test_sandbox_hides_the_referee_the_results_and_the_network(tmp_path):
+  results = tmp_path / "results"
+  results.mkdir()
+  (results / "runs.jsonl").write_text('{"earlier": "session"}\n')
+  server = socket.socket()
+  server.bind(("127.0.0.1", 0))
+  server.listen()
+  try:
+    config = dataclasses.replace(CONFIG, hidden_dirs=(str(results),),
+                                 extra_env={"HOSTILE_RESULTS_DIR": str(results), "HOSTILE_PORT": str(server.getsockname()[1])})
+    rec = run("Snooper", config=config)
+  finally:
+    server.close()
+  assert rec.solved and rec.sandbox == "bwrap", rec.failure_reason   # Snooper raises if any door was open
+  assert (results / "runs.jsonl").read_text() == '{"earlier": "session"}\n'
+
+
+def test_snooper_finds_open_doors_without_a_sandbox(tmp_path):
+  """The same attack with the sandbox off: it does get through (so the test above can fail), and the record says so."""
+  rec = run("Snooper", config=dataclasses.replace(CONFIG, sandbox="none"))
+  assert rec.status == "failed" and "Escaped" in rec.failure_reason and "sees process" in rec.failure_reason
+  assert rec.sandbox == "none: switched off (--sandbox none)"
+
+
+@pytest.mark.parametrize("sandbox", [pytest.param("bwrap", marks=needs_bwrap), "none"])
+def test_no_process_outlives_its_run(sandbox):
+  rec = run("Daemon", config=dataclasses.replace(CONFIG, sandbox=sandbox))
+  assert rec.solved
+  assert not _marked_processes(), "a process of the agent outlived its run"
+  honest_run_is_unchanged()
+
+
+# --- 3. work while the clock is stopped ---
+def test_work_inside_act_is_charged_to_the_clock():
+  rec = run("LearnsInAct")
+  assert rec.solved
+  calls0 = 9                 # the step-0 evaluation: always pushing left, its episodes last 9 steps or more
+  assert rec.breakdown["act_charged_s"] >= calls0 * (0.05 - 0.002)     # the step-0 evaluation's work ...
+  assert rec.time_to_threshold_s >= rec.breakdown["act_charged_s"]     # ... is on the clock
+
+
+def test_slow_act_is_charged():
+  rec = run("SlowAct")
+  assert rec.solved
+  assert rec.breakdown["act_charged_s"] >= 0.015 * rec.breakdown["act_calls"] * 0.8
+  assert rec.time_to_threshold_s >= rec.breakdown["act_charged_s"]
+
+
+@pytest.mark.parametrize("name", ["BackgroundThread", "BackgroundProcess"])
+def test_work_while_train_is_suspended_fails_the_run(name):
+  rec = run(name)
+  assert rec.status == "failed" and "no work may go on while train() is suspended" in rec.failure_reason, rec.failure_reason
+  assert not _marked_processes()
+  honest_run_is_unchanged()
+
+
+def test_the_agents_import_is_on_the_clock():
+  rec = run_one(resolve_agent(os.path.join(HERE, "hostile_import.py") + ":ImportTrainer"), TASK, 0, CONFIG)
+  assert rec.solved
+  assert rec.breakdown["import_s"] >= 1.4 and rec.time_to_threshold_s >= 1.4   # measured by the referee, not the agent
+
+
+@needs_bwrap
+def test_warm_up_leaves_nothing_but_a_verified_cache(tmp_path):
+  suite = Suite(hostile("SmugglesFiles"), TASK, CONFIG)
+  try:
+    suite.warm_up()
+    rec = suite.run(0)
+  finally:
+    suite.close()
+  assert rec.solved, rec.failure_reason        # SmugglesFiles raises Escaped when it finds its warm-up's files
+
+
+@pytest.mark.parametrize("name, words", [("SmugglesInCache", "'weights' that is not tinygrad's"),
+                                         ("PicklesInCache", "not a plain byte string")])
+def test_warm_up_cache_with_foreign_content_is_refused(name, words):
+  suite = Suite(hostile(name), TASK, CONFIG)
+  try:
+    with pytest.raises(AgentError, match=words): suite.warm_up()
+  finally:
+    suite.close()
+  assert not os.path.exists("/tmp/rlspeedrun-boom")
+
+
+# --- 5. fake progress; honest provenance ---
+def test_train_that_returns_at_once_is_flagged():
+  rec = run("ReturnsAtOnce")
+  assert rec.status == "flagged" and not rec.solved and "train() had returned" in rec.failure_reason
+
+
+def test_forged_step_counts_are_labelled_and_a_pass_under_the_floor_is_flagged():
+  rec = run("ForgesSteps", task=dataclasses.replace(TASK, step_floor=1500))
+  assert rec.status == "flagged" and "floor of 1,500" in rec.failure_reason
+  assert rec.self_reported["counted_steps"] == 1000 and rec.step_source == "wrapper"     # 2,000 real steps
+
+
+def test_fingerprint_is_the_referees_own():
+  from importlib.metadata import version
+  rec = run("ForgesFingerprint")
+  assert rec.solved
+  assert rec.fingerprint["tinygrad_version"] == version("tinygrad") and rec.device == "CPU"
+  assert rec.self_reported["tinygrad_version"] == version("tinygrad")   # read before the agent's code ran
+  assert any(p.endswith("hostile_agents.py") for p in rec.sources)      # what ran, hashed by the referee
+  assert any(p.endswith("fake_agents.py") for p in rec.sources)
+
+
+# --- 6. resources ---
+def test_memory_limit():
+  rec = run("MemoryHog", config=dataclasses.replace(CONFIG, memory_limit_gb=2.0))
+  assert rec.status == "failed" and "MemoryError" in rec.failure_reason
+
+
+# --- the records ---
+def test_records_are_chained_and_tampering_is_detected(tmp_path):
+  from bench.records import TamperedRecords
+  from bench.report import main as report_main
+  path = tmp_path / "runs.jsonl"
+  writer = RecordWriter(str(path))
+  for s in range(3): writer.write(run_one(fake("Scripted"), TASK, s, CONFIG))
+  assert len(load_runs(str(path))) == 3 and writer.count == 3
+  lines = path.read_text().splitlines()
+  for tampered in ([lines[0], lines[2]],                                                        # a line deleted
+                   [lines[0], lines[1].replace('"seed": 1', '"seed": 7'), lines[2]],            # a line altered
+                   [lines[0], lines[1], lines[1], lines[2]]):                                   # a line inserted
+    path.write_text("\n".join(tampered) + "\n")
+    with pytest.raises(TamperedRecords, match="hash chain"): load_runs(str(path))
+    assert report_main([str(path), "--out", str(tmp_path / "report")]) == 2
+  path.write_text("\n".join(lines) + "\n")
+  assert json.loads(lines[0])["prev_sha256"] == "0" * 64
