@@ -8,10 +8,13 @@ An agent is one class:
         def train(self) -> Iterator[int]: ...
             # a generator: yield the cumulative number of env steps after each update
         def act(self, obs: np.ndarray) -> np.ndarray: ...
-            # greedy/deterministic actions for a batch of observations (batch size varies)
+            # greedy/deterministic actions for a batch of observations (batch size varies);
+            # its time beyond 2 ms a call is charged to the training clock
 
 Optionally `self.profile: dict[str, float]`, reported into the run record (where the time went).
-The referee owns the clock and the evaluation; the agent never sees evaluation seeds or envs.
+The referee owns the clock and the evaluation; the agent never sees evaluation seeds or envs. The
+agent runs in a sandboxed process and talks to the referee in the messages of bench/protocol.py
+(PROTOCOL.md section 12).
 """
 from __future__ import annotations
 
