@@ -23,6 +23,7 @@ Referee -> agent (requests)                         agent -> referee (replies)
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import socket
@@ -154,12 +155,11 @@ def decode(frame: bytes, allowed: dict[str, type]):
     if cls is None: raise ProtocolError(f"unexpected message {str(header['verb'])[:40]!r}")
     seq, raw = header["seq"], header["fields"]
     if type(seq) is not int or not isinstance(raw, dict): raise ProtocolError("malformed header")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in fields(cls)]
-    if sorted(raw) != sorted(names): raise ProtocolError(f"{cls.verb}: fields {sorted(raw)}, expected {sorted(names)}")
+    spec = _spec(cls)
+    if raw.keys() != spec.keys(): raise ProtocolError(f"{cls.verb}: fields {sorted(raw)}, expected {sorted(spec)}")
     body, offset, values = memoryview(frame)[4 + hlen:], 0, {}
-    for name in names:
-      kind, v = hints[name], raw[name]
+    for name, kind in spec.items():
+      v = raw[name]
       if kind is np.ndarray:
         v, used = _array(v, body, offset, f"{cls.verb}.{name}")
         offset += used
@@ -171,6 +171,13 @@ def decode(frame: bytes, allowed: dict[str, type]):
   except ProtocolError: raise
   except Exception as e:   # json errors, recursion, bad unicode...: all the sender's fault
     raise ProtocolError(f"undecodable message: {type(e).__name__}: {str(e)[:200]}") from None
+
+
+@functools.cache
+def _spec(cls) -> dict[str, type]:
+  """A message's fields and their declared types, in order."""
+  hints = typing.get_type_hints(cls)
+  return {f.name: hints[f.name] for f in fields(cls)}
 
 
 def _array(desc, body: memoryview, offset: int, where: str) -> tuple[np.ndarray, int]:
