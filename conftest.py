@@ -58,6 +58,9 @@ def pytest_configure(config):
     config.option.benchmark_timer = DEFAULT_TIMER
   if config.getoption("--seeds") < 1: raise pytest.UsageError("--seeds must be at least 1")
   _check_device(config.getoption("--device"))
+  from bench.sandbox import SandboxError, probe
+  try: probe(config.getoption("--sandbox"))
+  except SandboxError as e: raise pytest.UsageError(f"--sandbox bwrap: {e}") from None
 
 
 def pytest_generate_tests(metafunc):
@@ -104,10 +107,7 @@ class BenchSession:
     from bench.records import RecordWriter
     from bench.runner import RefereeConfig
     self.config = config
-    from bench.sandbox import SandboxError, probe
     results = config.getoption("--results-dir")
-    try: probe(config.getoption("--sandbox"))
-    except SandboxError as e: raise pytest.UsageError(f"--sandbox bwrap: {e}") from None
     self.referee = RefereeConfig(device=config.getoption("--device"), hang_timeout_s=config.getoption("--hang-timeout"),
                                  eval_seed=config.getoption("--eval-seed"), sandbox=config.getoption("--sandbox"),
                                  hidden_dirs=(os.path.abspath(results),), memory_limit_gb=config.getoption("--agent-memory-gb"),

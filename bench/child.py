@@ -17,6 +17,8 @@ import traceback
 
 from bench import protocol as P
 
+DEVICE = None    # the tinygrad device opened at start-up
+
 
 def _preload(modules: list[str]) -> P.Loaded:
   """Library imports and device start-up: process start-up, not agent time."""
@@ -30,16 +32,13 @@ def _preload(modules: list[str]) -> P.Loaded:
   global DEVICE
   DEVICE = Device[Device.DEFAULT]      # the device the referee asked for (DEV=), kept: the agent may change DEFAULT
   return P.Loaded(pid=os.getpid(), tinygrad_version=str(getattr(tinygrad, "__version__", "") or _dist_version("tinygrad")),
-                  tinygrad_device=str(Device.DEFAULT), sources=[])
+                  tinygrad_device=str(Device.DEFAULT))
 
 
 def _dist_version(name: str) -> str:
   from importlib.metadata import PackageNotFoundError, version
   try: return version(name)
   except PackageNotFoundError: return ""
-
-
-DEVICE = None
 
 
 def _sync() -> None:

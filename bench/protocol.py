@@ -12,7 +12,7 @@ frame, and validates every field against the message's declared type: nothing th
 sends is trusted.
 
 Referee -> agent (requests)                         agent -> referee (replies)
-  Load(task, preload)           untimed start-up      Loaded(pid, tinygrad_version, tinygrad_device, sources)
+  Load(task, preload)           untimed start-up      Loaded(pid, tinygrad_version, tinygrad_device)
   Import(target)                timed                 Ok()
   Construct(seed)               timed                 Ok()
   Train(until_steps, max_s)     timed                 Trained(finished, agent_steps, counted_steps, profile)
@@ -90,7 +90,6 @@ class Loaded:
   pid: int
   tinygrad_version: str
   tinygrad_device: str
-  sources: list[str]          # files of the modules imported so far (the referee hashes them itself)
 
 @dataclass(frozen=True)
 class Ok:

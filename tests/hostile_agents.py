@@ -140,10 +140,14 @@ class BackgroundThread(Scripted):
 
 
 class BackgroundProcess(Scripted):
-  """A child process (forked, not a thread) that burns CPU all the time: invisible in the agent's own process."""
+  """Two child processes (not threads) that burn CPU all the time: invisible in the agent's own process."""
   def __init__(self, task, seed):
     super().__init__(task, seed)
-    subprocess.Popen([sys.executable, "-c", "while True: pass", MARKER], stdin=subprocess.DEVNULL)
+    for _ in range(2): subprocess.Popen([sys.executable, "-c", "while True: pass", MARKER], stdin=subprocess.DEVNULL)
+
+  def act(self, obs):      # never confirmed (like fake_agents.LuckyPass), so that it is evaluated again and again
+    if len(obs) == self.task.confirm_episodes: return np.zeros(len(obs), dtype=np.int64)
+    return super().act(obs)
 
 
 class SmugglesFiles(Scripted):

@@ -135,3 +135,14 @@ def test_sessions_started_in_the_same_second_get_their_own_directories(tmp_path,
   dirs = [conftest.new_session_dir(str(tmp_path / "results")) for _ in range(3)]
   assert len(set(dirs)) == 3 and all(os.path.isdir(d) for d in dirs)
   assert dirs[1] == dirs[0] + "-2" and dirs[2] == dirs[0] + "-3" and "20260102-030405" in dirs[0]
+
+
+def test_without_a_sandbox_the_session_warns_and_gives_no_verdict_on_an_entry(tmp_path):
+  r = bench("--agent", "tests/fake_agents.py:SleepyTrainer", "--agent", "tests/fake_agents.py:Scripted", "--baseline",
+            "SleepyTrainer", "--seeds", "2", "--no-cold-start", "--sandbox", "none", results=tmp_path)
+  assert r.returncode == 0, r.stdout + r.stderr
+  assert "warning: agents ran without a sandbox (none: switched off (--sandbox none))" in r.stdout
+  assert "not comparable" in r.stdout and "no verdict for an entry without one" in r.stdout
+  runs = load_runs(str(tmp_path))
+  assert set(runs["sandbox"]) == {"none: switched off (--sandbox none)"}
+  assert "last line sha256" in r.stdout
