@@ -41,7 +41,7 @@ class RefereeConfig:
   act_allowance_ms: float = 2.0       # act() time per call that is not charged to the training clock
   act_call_cap_s: float = 10.0        # one act() call longer than this fails the run
   act_eval_cap_s: float = 120.0       # act() time in one evaluation longer than this fails the run
-  idle_cpu_s: float = 0.5             # CPU-seconds the agent's processes may use in a run's evaluations ...
+  eval_cpu_s: float = 0.5             # CPU-seconds the agent's processes may use in a run's evaluations ...
   idle_cpu_fraction: float = 0.25     # ... plus this fraction of the wall time between them (the references: 0-0.2 s a run)
   act_cpu_ratio: float = 1.5          # ... plus this many CPU-seconds per second inside act() (the references: 0.7-1.05)
 
@@ -56,7 +56,7 @@ class Child:
   """The agent's process (in its sandbox) and the wire to it. Replies are waited for with a deadline,
   read with a size limit and checked against the type the request expects."""
   def __init__(self, config: RefereeConfig, scratch: str, cache_db: str | None, readable: list[str] = ()):
-    self.config, self.sandbox = config, probe(config.sandbox)
+    self.config, self.sandbox, self.cache_db = config, probe(config.sandbox), cache_db
     ours, theirs = socket.socketpair()
     env = {**os.environ, **config.extra_env, "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])),
            "HOME": scratch, "TMPDIR": scratch, "PYTHONDONTWRITEBYTECODE": "1"}
@@ -73,6 +73,22 @@ class Child:
     self.wire = P.Wire(ours, accept=P.REPLIES, max_in=P.MAX_REPLY_BYTES)
     self.cpu = TreeCPU(self.proc.pid)
     self.seq, self.idle = 0, False    # idle: the last request got its reply (the agent waits for the next)
+
+  @classmethod
+  def for_agent(cls, config: RefereeConfig, agent: AgentSpec, scratch: str, cache_db: str | None = None) -> "Child":
+    """The agent's process for one run (or the warm-up) in `scratch`, with its own copy of a verified kernel cache
+    (kernel_cache.seal), or an empty one."""
+    cache = os.path.join(scratch, "kernel-cache", "cache.db")
+    os.makedirs(os.path.dirname(cache))
+    if cache_db and os.path.exists(cache_db): shutil.copyfile(cache_db, cache)
+    return cls(config, scratch, cache, readable=[os.path.dirname(agent.source)])
+
+  def load(self, task, agent: AgentSpec) -> P.Loaded:
+    """Untimed start-up: libraries (and the agent's preloads), the tinygrad device, the task."""
+    try: return self.request(P.Load(task=task.to_wire(), preload=list(agent.preload)), self.config.startup_timeout_s,
+                             "start-up", P.Loaded)
+    except TimeoutError:
+      raise RunFailed("failed", f"hang: agent process did not start within {self.config.startup_timeout_s:g} s") from None
 
   def _limits(self) -> None:
     """In the forked child before exec: limits every process of the agent inherits."""
@@ -190,10 +206,10 @@ def run_one(agent: AgentSpec, task, seed: int, config: RefereeConfig, *, cache_d
     br["act_wall_s"] += acct["wall"]
     # over the run's evaluations so far: CPU beyond one core's worth of act() (x act_cpu_ratio) and a little between calls
     used = br["act_cpu_s"] + br["idle_cpu_s"]
-    limit = config.idle_cpu_s + config.act_cpu_ratio * br["act_wall_s"] + config.idle_cpu_fraction * br["idle_wall_s"]
+    limit = config.eval_cpu_s + config.act_cpu_ratio * br["act_wall_s"] + config.idle_cpu_fraction * br["idle_wall_s"]
     if used > limit:
       raise RunFailed("failed", f"the agent's processes used {used:.2f} CPU-s in this run's evaluations, {br['idle_cpu_s']:.2f} "
-                                f"of them between act() calls (allowance {limit:.2f}: {config.idle_cpu_s:g} s + "
+                                f"of them between act() calls (allowance {limit:.2f}: {config.eval_cpu_s:g} s + "
                                 f"{config.act_cpu_ratio:g} x the time in act() + {config.idle_cpu_fraction:g} x the time between "
                                 "calls): no work may go on while train() is suspended")
     clock.charge(acct["excess"])
@@ -214,16 +230,9 @@ def run_one(agent: AgentSpec, task, seed: int, config: RefereeConfig, *, cache_d
       clock.stop()
 
   try:
-    cache = os.path.join(scratch, "kernel-cache", "cache.db")
-    os.makedirs(os.path.dirname(cache))
-    if cache_db and os.path.exists(cache_db): shutil.copyfile(cache_db, cache)
-    child = Child(config, scratch, cache, readable=[os.path.dirname(agent.source)])
+    child = Child.for_agent(config, agent, scratch, cache_db)
     rec.sandbox = child.sandbox.label
-    try:
-      loaded = child.request(P.Load(task=task.to_wire(), preload=list(agent.preload)), config.startup_timeout_s,
-                             "start-up", P.Loaded)
-    except TimeoutError:
-      raise RunFailed("failed", f"hang: agent process did not start within {config.startup_timeout_s:g} s")
+    loaded = child.load(task, agent)
     rec.self_reported.update(pid=loaded.pid, tinygrad_version=loaded.tinygrad_version, tinygrad_device=loaded.tinygrad_device)
 
     timed(P.Import(target=agent.target), "import of the agent's module", P.Ok)

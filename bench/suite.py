@@ -37,16 +37,14 @@ class Suite:
     directory that is deleted afterwards; then verify and seal the kernel cache it filled, for the timed runs.
     Raises AgentError with one clear message if the agent breaks the interface or leaves a bad cache."""
     scratch = tempfile.mkdtemp(prefix="warm-up-", dir=self.workdir)
-    cache = os.path.join(scratch, "kernel-cache", "cache.db")
-    os.makedirs(os.path.dirname(cache))
     _, act_space = self.task.spaces()
     t = self.config.hang_timeout_s
     child = None
     try:
       obs_batches = {n: _sample_observations(self.task, n) for n in (self.task.eval_episodes, self.task.confirm_episodes)}
-      child = Child(self.config, scratch, cache, readable=[os.path.dirname(self.agent.source)])
-      child.request(P.Load(task=self.task.to_wire(), preload=list(self.agent.preload)), self.config.startup_timeout_s,
-                    "start-up", P.Loaded)
+      child = Child.for_agent(self.config, self.agent, scratch)
+      cache = child.cache_db
+      child.load(self.task, self.agent)
       child.request(P.Import(target=self.agent.target), t, "import", P.Ok)
       child.request(P.Construct(seed=1_000_000 + secrets.randbelow(2**31)), t, "construction", P.Ok)
       for _ in range(2):
