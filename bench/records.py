@@ -68,6 +68,7 @@ class RunRecord:
                seed=seed, role=role, kernel_cache=kernel_cache, device=device,
                breakdown={"import_s": None, "construct_s": None, "eval_s": 0.0, "evaluations": 0,
                           "act_charged_s": 0.0, "act_wall_s": 0.0, "act_cpu_s": 0.0,
+                          "act_slow_wall_s": 0.0, "act_slow_cpu_s": 0.0,
                           "idle_cpu_s": 0.0, "idle_wall_s": 0.0},
                fingerprint=hardware_fingerprint(), git=git_info(),
                tinygrad_env={k: os.environ[k] for k in TINYGRAD_VARS if k in os.environ},
