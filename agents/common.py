@@ -1,9 +1,15 @@
-"""tinygrad helpers the reference agents share: numpy weight init, views into a flat parameter buffer,
-Adam on such a buffer, in-place buffer reads and writes, a numpy replay buffer."""
+"""What the reference agents share: numpy weight init, views into a flat parameter buffer, Adam on such buffers,
+in-place buffer reads and writes, named batch columns, a numpy replay buffer, greedy act() for any batch size, and
+the profile of where the time went."""
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from types import SimpleNamespace
+
 import numpy as np
-from tinygrad import Tensor
+from tinygrad import Tensor, TinyJit
 
 
 def orthogonal(rng: np.random.Generator, fan_in: int, fan_out: int, gain: float) -> np.ndarray:
@@ -67,6 +73,91 @@ def copyin(t: Tensor, arr: np.ndarray) -> None:
   assert t.shape == arr.shape, f"shape {arr.shape} does not match buffer {t.shape}"
   buf = t.uop.buffer
   buf.allocator._copyin(buf._buf, memoryview(np.ascontiguousarray(arr, dtype=np.float32)).cast("B"))
+
+
+class Columns:
+  """Named columns of a 2-D batch (replay rows, minibatches), laid out in the order given; each field's per-row shape
+  is () for one number, or n (or (n,)) for n of them. `split(batch)` gives the fields by name, for numpy arrays and tinygrad
+  Tensors alike, so a row is read as `data.next_observations`, not `rows[:, O + 2:2 * O + 2]`:
+
+      cols = Columns(observations=4, actions=(), rewards=())      # width 6
+      data = cols.split(batch)                                   # data.observations: (B, 4); data.actions: (B,)
+  """
+  def __init__(self, **fields: int | tuple):
+    self.fields, off = {}, 0
+    for name, shape in fields.items():
+      n = None if shape == () else int(shape[0] if isinstance(shape, tuple) else shape)   # () or n or (n,)
+      self.fields[name] = (off, n)
+      off += 1 if n is None else n
+    self.width = off
+
+  def index(self, name: str) -> int | slice:
+    off, n = self.fields[name]
+    return off if n is None else slice(off, off + n)
+
+  def split(self, batch) -> SimpleNamespace:
+    return SimpleNamespace(**{name: batch[:, self.index(name)] for name in self.fields})
+
+  def fill(self, out: np.ndarray, **values) -> np.ndarray:
+    """Write fields into the rows of `out` (numpy), each value broadcast to its columns; returns `out`."""
+    for name, v in values.items(): out[:, self.index(name)] = v
+    return out
+
+  def extend(self, **fields: int | tuple) -> Columns:
+    """These columns, then more."""
+    return Columns(**{k: (() if n is None else n) for k, (_, n) in self.fields.items()}, **fields)
+
+
+class Adam:
+  """Adam (betas 0.9, 0.999) on flat parameter buffers: both moments of each in one (2, P) buffer, the step size
+  bias-corrected in numpy and fed to the jit (`next_lr`), so that a step is two elementwise kernels per buffer."""
+  def __init__(self, *params: Tensor, lr: float, eps: float):
+    self.lr, self.eps, self.t = lr, eps, 0
+    self.moments = [Tensor.zeros(2, p.shape[0]).contiguous().realize() for p in params]
+    self.betas = Tensor([[0.9], [0.999]]).realize()
+
+  def next_lr(self) -> float:
+    """The next step's step size (call once per gradient step, before the jitted update)."""
+    self.t += 1
+    return adam_lr(self.lr, self.t)
+
+  def step(self, i: int, theta: Tensor, g: Tensor, lr_t: Tensor) -> Tensor:
+    """Inside the jit: one step of parameter buffer i; returns the new weights' expression."""
+    return adam_step(theta, self.moments[i], self.betas, g, lr_t, self.eps)
+
+  def forget(self) -> None:
+    """Zero the moments (after capturing an update on a dummy batch with step size 0)."""
+    for m in self.moments: copyin(m, np.zeros(m.shape, np.float32))
+
+
+class Greedy:
+  """An agent's act() for any batch size: `fn(obs) -> actions` jitted once per batch size, with one fixed-shape input
+  buffer and one output array each (TinyJit does not see a shape change on a plain input: a buffer per size does)."""
+  def __init__(self, fn: Callable[[Tensor], Tensor], obs_dim: int, out_shape: tuple[int, ...] = (), dtype=np.float32):
+    self.fn, self.obs_dim, self.out_shape, self.dtype = fn, obs_dim, out_shape, dtype
+    self.cache: dict[int, tuple] = {}
+
+  def __call__(self, obs: np.ndarray) -> np.ndarray:
+    n = len(obs)
+    if n not in self.cache:
+      self.cache[n] = (TinyJit(lambda x: self.fn(x).contiguous().realize()), Tensor.zeros(n, self.obs_dim).contiguous().realize(),
+                       np.zeros((n, *self.out_shape), self.dtype))
+    jit, buf, out = self.cache[n]
+    copyin(buf, np.asarray(obs, np.float32).reshape(n, self.obs_dim))
+    return copyout(jit(buf), out)
+
+
+class Profile(dict):
+  """Where an agent's time went, in seconds and counts (`agent.profile`, copied into the run record by the referee)."""
+  @contextmanager
+  def timed(self, key: str, first: str | None = None):
+    """Add the block's wall time to `key`; the first call's to `first` instead, if given (it compiles)."""
+    t0 = time.perf_counter()
+    try: yield
+    finally:
+      dt = time.perf_counter() - t0
+      if first is not None and self.get(first, 0.0) == 0.0: self[first] = dt
+      else: self[key] = self.get(key, 0.0) + dt
 
 
 class Replay:

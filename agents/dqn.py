@@ -23,53 +23,57 @@ import numpy as np
 from tinygrad import Tensor, TinyJit, dtypes
 from tinygrad.helpers import Context
 
-from agents.common import Replay, adam_lr, adam_step, copyin, copyout, mlp_layout, orthogonal, relu_mlp, views
+from agents.common import Adam, Columns, Greedy, Profile, Replay, copyin, mlp_layout, orthogonal, relu_mlp, views
 
 
 @dataclass(frozen=True)
 class Config:
   num_envs: int = 8
+  """environments stepped together"""
   hidden: int = 64
+  """units per hidden layer"""
   layers: int = 2
+  """hidden layers"""
   buffer_size: int = 100_000
+  """replay rows kept (the oldest overwritten)"""
   batch_size: int = 64
-  learning_starts: int = 1000     # env steps of uniform random actions before the first update
-  train_every: int = 32           # vector steps between training phases (num_envs * train_every env steps)
-  gradient_steps: int = 64        # gradient steps per training phase
-  target_every: int = 1           # training phases between hard target copies (tau = 1 on the phase's first step) ...
-  target_tau: float = 1.0         # ... or, below 1, a Polyak update target += tau (theta - target) after every step
+  """rows per gradient step"""
+  learning_starts: int = 1000
+  """env steps of uniform random actions before the first update"""
+  train_every: int = 32
+  """vector steps between training phases (num_envs * train_every env steps)"""
+  gradient_steps: int = 64
+  """gradient steps per training phase"""
+  target_every: int = 1
+  """training phases between hard target copies (tau = 1 on the phase's first step) ..."""
+  target_tau: float = 1.0
+  """... or, below 1, a Polyak update target += tau (theta - target) after every step"""
   gamma: float = 0.99
-  n_step: int = 1                 # n-step returns (Sutton & Barto 7.1, as in Rainbow): bootstrap n env steps ahead
+  """discount"""
+  n_step: int = 1
+  """n-step returns (Sutton & Barto 7.1, as in Rainbow): bootstrap n env steps ahead"""
   lr: float = 2.3e-3
+  """Adam's step size"""
   eps_start: float = 1.0
+  """epsilon-greedy: epsilon at the start ..."""
   eps_end: float = 0.04
-  eps_decay_steps: int = 8_000    # env steps of the linear epsilon decay (from the start)
-  eps_zeta: float = 0.0           # > 1: temporally-extended epsilon-greedy (Dabney et al. 2021): an exploratory action
-  eps_max_repeat: int = 100       # is held for n ~ zeta(eps_zeta) steps, at most this many; 0: plain epsilon-greedy
+  """... and at the end of its linear decay"""
+  eps_decay_steps: int = 8_000
+  """env steps of the linear epsilon decay (from the start)"""
+  eps_zeta: float = 0.0
+  """> 1: temporally-extended epsilon-greedy (Dabney et al. 2021): an exploratory action is held for n ~ zeta(eps_zeta)
+  steps; 0: plain epsilon-greedy"""
+  eps_max_repeat: int = 100
+  """the longest an exploratory action is held"""
   max_grad_norm: float = 10.0
+  """global gradient norm clip"""
   adam_eps: float = 1e-8
-  scale_obs: bool = False         # map observations to [-1, 1] by the observation space's (finite) bounds, in the net
+  """Adam's epsilon"""
+  scale_obs: bool = False
+  """map observations to [-1, 1] by the observation space's (finite) bounds, in the net"""
 
 
-# per-task overrides, as data. CartPole-v1 starts from rl-zoo3's tuned DQN (256 env steps between training
-# phases, lr 2.3e-3, batch 64, epsilon 1 -> 0.04 over 8k steps, target copied every phase, Huber loss) with
-# a 64x64 net instead of 256x256 and 64 gradient steps per phase instead of 128: on seeds 0-2, 128 steps took
-# 12.6-18.4 s of training, 64 took 8.7-15.0 s, 16 never solved (measured on the 2-core CPU, 60k-step cap).
-# Acrobot-v1 follows the zoo's Acrobot DQN (lr 6.3e-4, batch 128, target every ~250 env steps, epsilon to 0.1
-# over 12k steps) with a quarter of its gradient steps per env step (8 per 32 env steps; the zoo: 1 per step).
-# LunarLander-v3 follows the zoo's LunarLander DQN (lr 6.3e-4, batch 128, 50k buffer, target every ~250 env steps,
-# epsilon to 0.1 over 12k steps) with a 128x128 net instead of 256x256 and a quarter of its gradient steps: seeds
-# 0-1 solved at 110k and 160k steps.
-# MountainCar-v0 starts from the zoo's MountainCar DQN (lr 4e-3, batch 128, 10k buffer, 8 gradient steps every 16 env
-# steps, target every 600 env steps, gamma 0.98, epsilon to 0.07 over 24k steps). As it is (256x256, one-step
-# targets, plain epsilon-greedy) seed 0 had never reached the flag at 120k steps; random actions held for
-# zeta(2)-distributed runs reached it, but 2 of seeds 0-5 were still short of -110 at the 600 s budget (~200k steps).
-# What made it: 8-step returns (the flag's reward reaches the start in a few updates, not a few hundred), on a
-# 128x128 net, observations scaled to [-1, 1] (velocity spans +-0.07, position +-1.2), epsilon to 0.1 over 60k steps.
-# Seeds 3 and 4 (the two cut off before), two runs side by side: 35k / 30k steps; 1-step returns: 75k / none in 150k;
-# unscaled observations: 25k / 35k (so the scaling is not what mattered). With the zoo's epsilon (to 0.07 over 24k)
-# 9 of seeds 0-9 solved (median 35k steps, 52 s) and seed 7 never reached the flag in 300k; epsilon to 0.1 over 60k
-# solved seed 7 at 20k, and 10 of 10 (median 58k steps) through the referee.
+# per-task settings, as data (rl-zoo3's tuned DQN as the starting point); why each: agents/TUNING.md
 TASK_CONFIGS: dict[str, Config] = {
   "CartPole-v1": Config(),
   "Acrobot-v1": Config(train_every=4, gradient_steps=8, lr=6.3e-4, batch_size=128, target_every=8, eps_end=0.1,
@@ -80,6 +84,11 @@ TASK_CONFIGS: dict[str, Config] = {
                            target_every=37, gamma=0.98, eps_end=0.1, eps_decay_steps=60_000, eps_zeta=2.0,
                            n_step=8, scale_obs=True),
 }
+
+
+def replay_columns(obs_dim: int) -> Columns:
+  """A replay row: an n-step transition (NStep), the discount gamma^m of its bootstrap included."""
+  return Columns(observations=obs_dim, actions=(), returns=(), next_observations=obs_dim, terminations=(), discounts=())
 
 
 class DQN:
@@ -96,7 +105,7 @@ class DQN:
         raise ValueError(f"scale_obs needs a bounded observation space, {task.name} has {obs_space}")
       self.obs_mid = Tensor(((high + low) / 2).astype(np.float32)).realize()
       self.obs_inv_half = Tensor((2 / (high - low)).astype(np.float32)).realize()
-    self.profile = {"construct_s": 0.0, "env_s": 0.0, "act_s": 0.0, "update_s": 0.0, "capture_s": 0.0, "updates": 0}
+    self.profile = Profile(construct_s=0.0, env_s=0.0, act_s=0.0, update_s=0.0, capture_s=0.0, updates=0)
     t0 = time.perf_counter()
     O, A, H = self.obs_dim, self.n_actions, cfg.hidden
     self.layout, weights = mlp_layout("", [O] + [H] * cfg.layers + [A]), []
@@ -104,23 +113,19 @@ class DQN:
       weights += [orthogonal(self.rng, fan_in, fan_out, 1.0 if i == cfg.layers else 2**0.5), np.zeros(fan_out, np.float32)]
     flat = np.concatenate([w.ravel() for w in weights])
     self.theta, self.target = Tensor(flat).realize(), Tensor(flat).realize()
-    self.adam_mv = Tensor.zeros(2, len(flat)).contiguous().realize()
-    self.betas = Tensor([[0.9], [0.999]]).realize()
-    self.adam_t = 0
-    # persistent fixed-shape inputs: a batch [obs | action | return | next obs | terminated | discount], step size, tau
-    self.width = 2 * O + 4
-    self.batch_in = Tensor.zeros(cfg.batch_size, self.width).contiguous().realize()
+    self.adam = Adam(self.theta, lr=cfg.lr, eps=cfg.adam_eps)
+    # persistent fixed-shape inputs: a batch of replay rows, [step size, tau]
+    self.cols = replay_columns(O)
+    self.batch_in = Tensor.zeros(cfg.batch_size, self.cols.width).contiguous().realize()
     self.lr_tau_in = Tensor.zeros(2).contiguous().realize()
-    self.replay = Replay(cfg.buffer_size, self.width)
+    self.replay = Replay(cfg.buffer_size, self.cols.width)
     self._update = TinyJit(self._update_fn)
-    self._greedy: dict[int, tuple] = {}
+    self.greedy = Greedy(lambda x: self._q(self.theta, x).argmax(-1), O, dtype=np.int32)
     # capture the update now (zero step size, no target change), then forget the moments it touched
-    t1 = time.perf_counter()
-    with Context(TRAINING=1):
+    with self.profile.timed("capture_s"), Context(TRAINING=1):
       for _ in range(2): self._update(self.batch_in, self.lr_tau_in)
-    copyin(self.adam_mv, np.zeros((2, len(flat)), np.float32))
-    self.profile["capture_s"] = time.perf_counter() - t1
-    self.greedy(np.zeros((cfg.num_envs, O), np.float32))
+    self.adam.forget()
+    self.act(np.zeros((cfg.num_envs, O), np.float32))
     self.profile["construct_s"] = time.perf_counter() - t0
 
   def _q(self, theta: Tensor, obs: Tensor) -> Tensor:
@@ -129,38 +134,27 @@ class DQN:
 
   def _update_fn(self, batch: Tensor, lr_tau: Tensor) -> Tensor:
     """One Double-DQN gradient step with Adam, then target <- target + tau * (theta - target)."""
-    cfg, O, A = self.cfg, self.obs_dim, self.n_actions
-    obs, action, reward = batch[:, :O], batch[:, O].cast(dtypes.int32), batch[:, O + 1]
-    next_obs, terminated, discount = batch[:, O + 2:2 * O + 2], batch[:, 2 * O + 2], batch[:, 2 * O + 3]
-    next_action = self._q(self.theta.detach(), next_obs).argmax(-1)                 # online net picks
-    next_q = (self._q(self.target, next_obs) * next_action.one_hot(A)).sum(-1)       # target net values
-    y = (reward + discount * (1 - terminated) * next_q).detach()
-    q = (self._q(self.theta, obs) * action.one_hot(A)).sum(-1)
+    cfg, data = self.cfg, self.cols.split(batch)
+    next_action = self._q(self.theta.detach(), data.next_observations).argmax(-1)                  # online net picks
+    next_q = (self._q(self.target, data.next_observations) * next_action.one_hot(self.n_actions)).sum(-1)   # target values
+    y = (data.returns + data.discounts * (1 - data.terminations) * next_q).detach()
+    q = (self._q(self.theta, data.observations) * data.actions.cast(dtypes.int32).one_hot(self.n_actions)).sum(-1)
     loss = huber(q - y)
     g, = loss.gradient(self.theta)
     g = g * (cfg.max_grad_norm / (g.square().sum().sqrt() + 1e-6)).minimum(1.0).contiguous()
-    new_theta = adam_step(self.theta, self.adam_mv, self.betas, g, lr_tau[0], cfg.adam_eps)
+    new_theta = self.adam.step(0, self.theta, g, lr_tau[0])
     self.target.assign(self.target + lr_tau[1] * (new_theta - self.target))
-    Tensor.realize(loss, self.adam_mv, self.theta, self.target)   # loss of the weights before the step
+    Tensor.realize(loss, *self.adam.moments, self.theta, self.target)   # loss of the weights before the step
     return loss
 
-  def greedy(self, obs: np.ndarray) -> np.ndarray:
-    """argmax_a Q(obs, a) for a batch: one jitted function and one fixed-shape buffer per batch size."""
-    n = len(obs)
-    if n not in self._greedy:
-      self._greedy[n] = (TinyJit(lambda x: self._q(self.theta, x).argmax(-1).contiguous().realize()),
-                         Tensor.zeros(n, self.obs_dim).contiguous().realize(), np.zeros(n, np.int32))
-    fn, buf, out = self._greedy[n]
-    copyin(buf, np.asarray(obs, np.float32).reshape(n, self.obs_dim))
-    return copyout(fn(buf), out).astype(np.int64)
-
-  act = greedy   # the referee's evaluation: greedy actions
+  def act(self, obs: np.ndarray) -> np.ndarray:
+    """The referee's evaluation (and exploitation in training): argmax_a Q(obs, a) for a batch of any size."""
+    return self.greedy(obs).astype(np.int64)
 
   def _learn(self, phase: int) -> None:
     cfg = self.cfg
     for k in range(cfg.gradient_steps):
-      self.adam_t += 1
-      lr_t = adam_lr(cfg.lr, self.adam_t)
+      lr_t = self.adam.next_lr()
       if cfg.target_tau < 1.0: tau = cfg.target_tau
       else: tau = 1.0 if k == 0 and phase % cfg.target_every == 0 else 0.0
       copyin(self.lr_tau_in, np.array([lr_t, tau], np.float32))
@@ -180,9 +174,7 @@ class DQN:
           if steps < cfg.learning_starts: eps, actions = 1.0, np.zeros(N, np.int64)
           else:
             eps = max(cfg.eps_end, cfg.eps_start - (cfg.eps_start - cfg.eps_end) * steps / cfg.eps_decay_steps)
-            t0 = time.perf_counter()
-            actions = self.greedy(obs)
-            prof["act_s"] += time.perf_counter() - t0
+            with prof.timed("act_s"): actions = self.act(obs)
           if cfg.eps_zeta:   # start a run of one random action where none is held, then play the held ones
             start = (held_for == 0) & (self.rng.random(N) < eps)
             held[start] = self.rng.integers(0, self.n_actions, int(start.sum()))
@@ -193,26 +185,23 @@ class DQN:
           else:
             explore = self.rng.random(N) < eps
             actions[explore] = self.rng.integers(0, self.n_actions, int(explore.sum()))
-          t0 = time.perf_counter()
-          next_obs, rew, term, trunc, _ = self.envs.step(actions)
-          prof["env_s"] += time.perf_counter() - t0
+          with prof.timed("env_s"): next_obs, rew, term, trunc, _ = self.envs.step(actions)
           valid = ~autoreset
           self.replay.add(n_step.rows(obs, actions, rew, next_obs, term, trunc, valid))
           steps += int(valid.sum())
           autoreset, obs = term | trunc, next_obs
           held_for[autoreset] = 0
         if steps >= cfg.learning_starts:
-          t0 = time.perf_counter()
-          self._learn(phase)
-          prof["update_s"] += time.perf_counter() - t0
+          with prof.timed("update_s"): self._learn(phase)
           prof["updates"] += 1
           phase += 1
         yield steps
 
 
 class NStep:
-  """Each env's stream of steps as n-step replay rows [obs_t | a_t | sum_{k<m} gamma^k r_{t+k} | obs_{t+m} | terminated
-  | gamma^m], m = n, or fewer where the episode ends first (a truncated end still bootstraps from its last obs)."""
+  """Each env's stream of steps as n-step replay rows (replay_columns): observations o_t, actions a_t, returns
+  sum_{k<m} gamma^k r_{t+k}, next_observations o_{t+m}, terminations, discounts gamma^m; m = n, or fewer where the
+  episode ends first (a truncated end still bootstraps from its last obs)."""
   def __init__(self, n: int, num_envs: int, gamma: float):
     self.n, self.gamma, self.pending = n, gamma, [collections.deque() for _ in range(num_envs)]
 
@@ -226,11 +215,19 @@ class NStep:
         m = len(pending)
         ret = sum(self.gamma**k * r for k, (_, _, r) in enumerate(pending))
         o, a, _ = pending.popleft()
-        out.append(np.concatenate([o, [a, ret], next_obs[i], [term[i], self.gamma**m]]))
-    return np.asarray(out, np.float32).reshape(len(out), 2 * obs[0].size + 4)
+        out.append((o, a, ret, next_obs[i], term[i], self.gamma**m))
+    cols = replay_columns(obs[0].size)
+    rows = np.zeros((len(out), cols.width), np.float32)
+    if out: cols.fill(rows, **{name: np.asarray(v) for name, v in zip(cols.fields, zip(*out))})
+    return rows
 
 
 def huber(x: Tensor, delta: float = 1.0) -> Tensor:
   """Mean Huber loss of the TD errors x (smooth L1, as SB3's DQN)."""
   a = x.abs()
   return Tensor.where(a < delta, 0.5 * x * x, delta * (a - 0.5 * delta)).mean()
+
+
+if __name__ == "__main__":
+  from agents.run import main
+  raise SystemExit(main("agents.dqn:DQN"))   # the module's class, not __main__'s

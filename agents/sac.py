@@ -24,7 +24,7 @@ import numpy as np
 from tinygrad import Tensor, TinyJit
 from tinygrad.helpers import Context
 
-from agents.common import Replay, adam_lr, adam_step, copyin, copyout, mlp_layout, relu_mlp, views
+from agents.common import Adam, Columns, Greedy, Profile, Replay, copyin, copyout, mlp_layout, relu_mlp, views
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
@@ -32,29 +32,39 @@ LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 @dataclass(frozen=True)
 class Config:
   num_envs: int = 4
+  """environments stepped together"""
   hidden: int = 64
+  """units per hidden layer (two hidden layers, actor and critics)"""
   buffer_size: int = 100_000
+  """replay rows kept (the oldest overwritten)"""
   batch_size: int = 128
-  learning_starts: int = 1000     # env steps of uniform random actions before the first update
-  train_every: int = 1            # vector steps between training phases
-  gradient_steps: int = 4         # gradient steps per training phase (num_envs: one per env step)
+  """rows per gradient step"""
+  learning_starts: int = 1000
+  """env steps of uniform random actions before the first update"""
+  train_every: int = 1
+  """vector steps between training phases"""
+  gradient_steps: int = 4
+  """gradient steps per training phase (num_envs: one per env step)"""
   gamma: float = 0.99
-  tau: float = 0.01               # Polyak factor of the target critics, every gradient step
+  """discount"""
+  tau: float = 0.01
+  """Polyak factor of the target critics, every gradient step"""
   lr: float = 1e-3
+  """Adam's step size (actor, critics, temperature)"""
   init_alpha: float = 1.0
-  learn_alpha: bool = True        # False: alpha stays at init_alpha
-  pink_noise: bool = False        # exploration noise with a 1/f spectrum over each episode instead of white noise
-  noise_len: int = 1000           # ... drawn per env and episode, this many steps long (Eberhard et al. 2023)
+  """initial entropy temperature"""
+  learn_alpha: bool = True
+  """learn the temperature towards a target entropy of -dim(A); False: it stays at init_alpha"""
+  pink_noise: bool = False
+  """explore with noise of a 1/f spectrum over each episode instead of white noise (Eberhard et al. 2023)"""
+  noise_len: int = 1000
+  """pink noise: the length of each env's drawn sequence, in steps"""
   adam_eps: float = 1e-8
+  """Adam's epsilon"""
 
 
-# per-task overrides, as data (rl-zoo3's sac.yml is the starting point: Pendulum-v1 lr 1e-3, the rest SB3's
-# defaults: 256x256 nets, batch 256, one gradient step per env step, tau 0.005, learning_starts 100)
-# The hard tier's MuJoCo tasks take the zoo's HalfCheetah/Hopper SAC as it is (SB3's defaults, 10k random steps).
+# per-task settings, as data (rl-zoo3's tuned SAC as the starting point); why each: agents/TUNING.md
 MUJOCO = Config(hidden=256, batch_size=256, buffer_size=1_000_000, learning_starts=10_000, lr=3e-4, tau=0.005)
-# MountainCarContinuous-v0: the zoo's SAC (64x64, batch 512, 50k buffer, lr 3e-4, fixed alpha 0.1, gamma 0.9999,
-# tau 0.01, 32 gradient steps every 32 env steps) explores with gSDE; here pink noise does that job (seeds 0-1
-# solved at 10k and 15k steps; with white noise SAC settles on not moving, which scores 0).
 TASK_CONFIGS: dict[str, Config] = {
   "Pendulum-v1": Config(),
   "MountainCarContinuous-v0": Config(hidden=64, batch_size=512, buffer_size=50_000, lr=3e-4, init_alpha=0.1,
@@ -102,7 +112,7 @@ class SAC:
     self.obs_dim, self.act_dim = int(np.prod(obs_space.shape)), int(np.prod(act_space.shape))
     self.low, self.high = act_space.low.astype(np.float32), act_space.high.astype(np.float32)
     self.rng = np.random.default_rng(seed)
-    self.profile = {"construct_s": 0.0, "env_s": 0.0, "act_s": 0.0, "update_s": 0.0, "capture_s": 0.0, "updates": 0}
+    self.profile = Profile(construct_s=0.0, env_s=0.0, act_s=0.0, update_s=0.0, capture_s=0.0, updates=0)
     t0 = time.perf_counter()
     O, A, H = self.obs_dim, self.act_dim, cfg.hidden
     self.actor_layout = mlp_layout("pi", [O, H, H, 2 * A])
@@ -110,27 +120,26 @@ class SAC:
     actor, critic = _init(self.rng, self.actor_layout), _init(self.rng, self.critic_layout)
     self.actor, self.critic, self.critic_target = Tensor(actor).realize(), Tensor(critic).realize(), Tensor(critic).realize()
     self.log_alpha = Tensor([math.log(cfg.init_alpha)]).realize()
-    self.adam = [Tensor.zeros(2, n).contiguous().realize() for n in (len(actor), len(critic), 1)]
-    self.betas = Tensor([[0.9], [0.999]]).realize()
-    self.adam_t = 0
+    self.adam = Adam(self.actor, self.critic, self.log_alpha, lr=cfg.lr, eps=cfg.adam_eps)
     self.target_entropy = -float(A)
-    # a batch row: [obs | action (in [-1, 1]) | reward | next obs | terminated | noise for next action | noise for action]
-    self.width = 2 * O + 2 * A + 2 + A
-    self.batch_in = Tensor.zeros(cfg.batch_size, self.width).contiguous().realize()
+    # replay rows (actions in [-1, 1]); a batch adds the reparameterisation's Gaussian noise for a' ~ pi(s') and a ~ pi(s)
+    self.replay_cols = Columns(observations=O, actions=A, rewards=(), next_observations=O, terminations=())
+    self.cols = self.replay_cols.extend(next_action_noise=A, action_noise=A)
+    self.batch_in = Tensor.zeros(cfg.batch_size, self.cols.width).contiguous().realize()
     self.lr_in = Tensor.zeros(1).contiguous().realize()
-    self.replay = Replay(cfg.buffer_size, 2 * O + A + 2)   # [obs | action | reward | next obs | terminated]
-    self.act_in = Tensor.zeros(cfg.num_envs, O + A).contiguous().realize()   # [obs | noise]
+    self.replay = Replay(cfg.buffer_size, self.replay_cols.width)
+    self.act_cols = Columns(observations=O, noise=A)
+    self.act_in = Tensor.zeros(cfg.num_envs, self.act_cols.width).contiguous().realize()
     self.act_out = np.zeros((cfg.num_envs, A), np.float32)
     self._update = TinyJit(self._update_fn)
     self._sample = TinyJit(self._sample_fn)
-    self._greedy: dict[int, tuple] = {}
-    t1 = time.perf_counter()
-    with Context(TRAINING=1):
-      for _ in range(2): self._update(self.batch_in, self.lr_in)   # capture with step size 0 ...
-    for m in self.adam: copyin(m, np.zeros(m.shape, np.float32))  # ... and forget the moments it touched
-    copyin(self.critic_target, critic)                            # tau is not zero: restore the targets
-    for _ in range(2): self._sample(self.act_in)                  # exploration kernels too
-    self.profile["capture_s"] = time.perf_counter() - t1
+    self.greedy = Greedy(lambda x: self._policy(self.actor, x)[0].tanh(), O, (A,))
+    with self.profile.timed("capture_s"):
+      with Context(TRAINING=1):
+        for _ in range(2): self._update(self.batch_in, self.lr_in)   # capture with step size 0 ...
+      self.adam.forget()                                            # ... and forget the moments it touched
+      copyin(self.critic_target, critic)                            # tau is not zero: restore the targets
+      for _ in range(2): self._sample(self.act_in)                  # exploration kernels too
     self.profile["construct_s"] = time.perf_counter() - t0
 
   # --- networks ---
@@ -146,37 +155,34 @@ class SAC:
 
   def _update_fn(self, batch: Tensor, lr_t: Tensor) -> Tensor:
     """One SAC gradient step: critics, actor, temperature, then the Polyak target update."""
-    cfg, O, A = self.cfg, self.obs_dim, self.act_dim
-    obs, act, rew = batch[:, :O], batch[:, O:O + A], batch[:, O + A]
-    next_obs, term = batch[:, O + A + 1:2 * O + A + 1], batch[:, 2 * O + A + 1]
-    noise_next, noise = batch[:, 2 * O + A + 2:2 * O + 2 * A + 2], batch[:, 2 * O + 2 * A + 2:]
+    cfg, data = self.cfg, self.cols.split(batch)
     alpha = self.log_alpha.exp().detach()
     # critics: y = r + gamma (1 - terminated) (min target Q(s', a') - alpha log pi(a'|s')), a' ~ pi(s')
-    next_a, next_logp = squashed_gaussian(*self._policy(self.actor, next_obs), noise_next)
-    tq1, tq2 = self._q(self.critic_target, next_obs, next_a)
-    y = (rew + cfg.gamma * (1 - term) * (Tensor.minimum(tq1, tq2) - alpha * next_logp)).detach()
-    q1, q2 = self._q(self.critic, obs, act)
+    next_a, next_logp = squashed_gaussian(*self._policy(self.actor, data.next_observations), data.next_action_noise)
+    tq1, tq2 = self._q(self.critic_target, data.next_observations, next_a)
+    y = (data.rewards + cfg.gamma * (1 - data.terminations) * (Tensor.minimum(tq1, tq2) - alpha * next_logp)).detach()
+    q1, q2 = self._q(self.critic, data.observations, data.actions)
     critic_loss = ((q1 - y).square() + (q2 - y).square()).mean() * 0.5
     # actor: alpha log pi(a|s) - min Q(s, a), a = the reparameterised sample, critics held fixed
-    new_a, logp = squashed_gaussian(*self._policy(self.actor, obs), noise)
-    pq1, pq2 = self._q(self.critic.detach(), obs, new_a)
+    new_a, logp = squashed_gaussian(*self._policy(self.actor, data.observations), data.action_noise)
+    pq1, pq2 = self._q(self.critic.detach(), data.observations, new_a)
     actor_loss = (alpha * logp - Tensor.minimum(pq1, pq2)).mean()
     # temperature: towards the target entropy
     alpha_loss = -(self.log_alpha * (logp.detach() + self.target_entropy)).mean()
     g_critic, = critic_loss.gradient(self.critic)
     g_actor, = actor_loss.gradient(self.actor)
     g_alpha, = alpha_loss.gradient(self.log_alpha)
-    stepped = [(self.critic, self.adam[1], g_critic), (self.actor, self.adam[0], g_actor)]
-    if cfg.learn_alpha: stepped.append((self.log_alpha, self.adam[2], g_alpha))
-    for theta, mv, g in stepped: adam_step(theta, mv, self.betas, g, lr_t, cfg.adam_eps)
+    stepped = [(1, self.critic, g_critic), (0, self.actor, g_actor)] + ([(2, self.log_alpha, g_alpha)] if cfg.learn_alpha else [])
+    for i, theta, g in stepped: self.adam.step(i, theta, g, lr_t)
     self.critic_target.assign(self.critic_target + cfg.tau * (self.critic - self.critic_target))
     losses = Tensor.stack(critic_loss, actor_loss, alpha_loss)
-    Tensor.realize(losses, *self.adam, self.critic, self.actor, self.log_alpha, self.critic_target)
+    Tensor.realize(losses, *self.adam.moments, self.critic, self.actor, self.log_alpha, self.critic_target)
     return losses
 
   def _sample_fn(self, x: Tensor) -> Tensor:
-    """Exploration: x = [obs | standard normal noise]; returns actions in [-1, 1]."""
-    a, _ = squashed_gaussian(*self._policy(self.actor, x[:, :self.obs_dim]), x[:, self.obs_dim:])
+    """Exploration: x = act_cols [observations | standard normal noise]; returns actions in [-1, 1]."""
+    x = self.act_cols.split(x)
+    a, _ = squashed_gaussian(*self._policy(self.actor, x.observations), x.noise)
     return a.contiguous().realize()
 
   def _scale(self, a: np.ndarray) -> np.ndarray:
@@ -184,32 +190,25 @@ class SAC:
 
   # --- the referee's evaluation: deterministic actions, tanh(mean), for any batch size ---
   def act(self, obs: np.ndarray) -> np.ndarray:
-    n = len(obs)
-    if n not in self._greedy:
-      self._greedy[n] = (TinyJit(lambda x: self._policy(self.actor, x)[0].tanh().contiguous().realize()),
-                         Tensor.zeros(n, self.obs_dim).contiguous().realize(), np.zeros((n, self.act_dim), np.float32))
-    fn, buf, out = self._greedy[n]
-    copyin(buf, np.asarray(obs, np.float32).reshape(n, self.obs_dim))
-    return self._scale(copyout(fn(buf), out))
+    return self._scale(self.greedy(obs))
 
   def _learn(self) -> None:
     cfg, A = self.cfg, self.act_dim
-    batch = np.empty((cfg.batch_size, self.width), np.float32)
-    k = self.replay.rows.shape[1]
+    batch = np.empty((cfg.batch_size, self.cols.width), np.float32)
+    k = self.replay_cols.width
     for _ in range(cfg.gradient_steps):
-      self.adam_t += 1
-      copyin(self.lr_in, np.array([adam_lr(cfg.lr, self.adam_t)], np.float32))
+      copyin(self.lr_in, np.array([self.adam.next_lr()], np.float32))
       batch[:, :k] = self.replay.sample(self.rng, cfg.batch_size)
-      batch[:, k:] = self.rng.standard_normal((cfg.batch_size, 2 * A), dtype=np.float32)
+      batch[:, k:] = self.rng.standard_normal((cfg.batch_size, 2 * A), dtype=np.float32)   # both noises, in one draw
       copyin(self.batch_in, batch)
       self._update(self.batch_in, self.lr_in)
 
   def train(self):
-    cfg, N, O, A, prof = self.cfg, self.cfg.num_envs, self.obs_dim, self.act_dim, self.profile
+    cfg, N, A, prof = self.cfg, self.cfg.num_envs, self.act_dim, self.profile
     obs, _ = self.envs.reset(seed=self.seed)
     autoreset = np.zeros(N, bool)   # gymnasium next-step autoreset: this step only resets these envs
-    rows = np.zeros((N, self.replay.rows.shape[1]), np.float32)
-    x = np.zeros((N, O + A), np.float32)
+    rows = np.zeros((N, self.replay_cols.width), np.float32)
+    x = np.zeros((N, self.act_cols.width), np.float32)
     steps = 0
     if cfg.pink_noise: noise, pos = pink_noise(self.rng, (N, A), cfg.noise_len), np.zeros(N, np.int64)
     with Context(TRAINING=1):
@@ -217,18 +216,14 @@ class SAC:
         for _ in range(cfg.train_every):
           if steps < cfg.learning_starts: a = self.rng.uniform(-1, 1, (N, A)).astype(np.float32)
           else:
-            t0 = time.perf_counter()
-            x[:, :O] = obs
-            x[:, O:] = noise[np.arange(N), :, pos % cfg.noise_len] if cfg.pink_noise else self.rng.standard_normal((N, A))
-            copyin(self.act_in, x)
-            a = copyout(self._sample(self.act_in), self.act_out).copy()
-            prof["act_s"] += time.perf_counter() - t0
-          t0 = time.perf_counter()
-          next_obs, rew, term, trunc, _ = self.envs.step(self._scale(a))
-          prof["env_s"] += time.perf_counter() - t0
+            with prof.timed("act_s"):
+              self.act_cols.fill(x, observations=obs, noise=noise[np.arange(N), :, pos % cfg.noise_len] if cfg.pink_noise
+                                 else self.rng.standard_normal((N, A)))
+              copyin(self.act_in, x)
+              a = copyout(self._sample(self.act_in), self.act_out).copy()
+          with prof.timed("env_s"): next_obs, rew, term, trunc, _ = self.envs.step(self._scale(a))
           valid = ~autoreset
-          rows[:, :O], rows[:, O:O + A], rows[:, O + A] = obs, a, rew
-          rows[:, O + A + 1:2 * O + A + 1], rows[:, 2 * O + A + 1] = next_obs, term
+          self.replay_cols.fill(rows, observations=obs, actions=a, rewards=rew, next_observations=next_obs, terminations=term)
           self.replay.add(rows[valid])
           steps += int(valid.sum())
           autoreset, obs = term | trunc, next_obs
@@ -236,8 +231,11 @@ class SAC:
             pos += 1
             if autoreset.any(): noise[autoreset], pos[autoreset] = pink_noise(self.rng, (int(autoreset.sum()), A), cfg.noise_len), 0
         if steps >= cfg.learning_starts:
-          t0 = time.perf_counter()
-          self._learn()
-          prof["update_s"] += time.perf_counter() - t0
+          with prof.timed("update_s"): self._learn()
           prof["updates"] += 1
         yield steps
+
+
+if __name__ == "__main__":
+  from agents.run import main
+  raise SystemExit(main("agents.sac:SAC"))   # the module's class, not __main__'s

@@ -23,11 +23,10 @@ import importlib
 import importlib.util
 import inspect
 import os
-import sys
 from dataclasses import dataclass
 
-import numpy as np
 import gymnasium as gym
+import numpy as np
 
 
 class AgentError(Exception):
@@ -40,6 +39,7 @@ class AgentSpec:
   target: str    # "package.module:Class" or "path/to/file.py:Class"
   source: str    # the file that defines it
   preload: tuple[str, ...] = ()   # libraries imported before the clock starts (a peer's torch); only the referee sets it
+  kind: str = "entry"             # "reference" (agents/), "peer" (bench/peers/) or "entry"; recorded in each run
 
   @property
   def source_sha256(self) -> str:
@@ -60,7 +60,8 @@ def resolve_agent(spec: str) -> AgentSpec:
   """How an agent is named: 'ppo' (a reference or peer), 'my-ppo' (an installed entry point),
   'package.module:Class', 'path/to/file.py:Class', any of these as 'NAME=...' to choose the name
   that records and reports use. References and peers cannot be shadowed by an installed entry."""
-  from agents import PEER_AGENTS, PEER_PRELOAD, REFERENCE_AGENTS
+  from agents import REFERENCE_AGENTS
+  from bench.peers import PEER_AGENTS, PEER_PRELOAD
   alias = None
   if "=" in spec:
     alias, spec = (part.strip() for part in spec.split("=", 1))
@@ -82,8 +83,9 @@ def resolve_agent(spec: str) -> AgentSpec:
     except (ImportError, ValueError): found = None
     if found is None or found.origin is None: raise AgentError(f"agent {spec!r}: cannot find module {where!r}")
     source = found.origin
-  preload = PEER_PRELOAD if target in PEER_AGENTS.values() else ()
-  return AgentSpec(name=alias or name or cls, target=target, source=source, preload=preload)
+  kind = "reference" if target in REFERENCE_AGENTS.values() else "peer" if target in PEER_AGENTS.values() else "entry"
+  return AgentSpec(name=alias or name or cls, target=target, source=source, preload=PEER_PRELOAD if kind == "peer" else (),
+                   kind=kind)
 
 
 def library_dirs() -> list[str]:
@@ -108,18 +110,10 @@ def hash_sources(paths: list[str]) -> dict[str, str]:
 
 
 def load_agent_class(target: str) -> type:
-  """Import the class named by an AgentSpec.target (done in the agent's process, before the clock)."""
-  where, cls_name = target.rsplit(":", 1)
-  if where.endswith(".py"):
-    mod_name = "rlspeedrun_entry_" + hashlib.sha1(where.encode()).hexdigest()[:8]
-    spec = importlib.util.spec_from_file_location(mod_name, where)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[mod_name] = module
-    spec.loader.exec_module(module)
-  else:
-    module = importlib.import_module(where)
-  cls = getattr(module, cls_name, None)
-  if cls is None: raise AgentError(f"{where} has no attribute {cls_name!r}")
+  """Import the class named by an AgentSpec.target (done in the agent's process, on the clock) and check its shape."""
+  from agents import load_class
+  try: cls = load_class(target)
+  except AttributeError as e: raise AgentError(str(e)) from None
   check_agent_class(cls)
   return cls
 
@@ -128,20 +122,23 @@ def check_agent_class(cls) -> None:
   if not inspect.isclass(cls): raise AgentError(f"{cls!r} is not a class")
   missing = [m for m in ("train", "act") if not callable(getattr(cls, m, None))]
   if missing: raise AgentError(f"agent class {cls.__name__} lacks method(s): {', '.join(missing)}")
+  if not inspect.isgeneratorfunction(cls.train):
+    raise AgentError(f"{cls.__name__}.train() must be a generator: `yield` the cumulative env steps after each update (PROTOCOL.md section 8)")
   try: inspect.signature(cls).bind(object(), 0)
-  except TypeError as e: raise AgentError(f"agent class {cls.__name__} must be constructible as {cls.__name__}(task, seed): {e}")
+  except TypeError as e: raise AgentError(f"agent class {cls.__name__} must be constructible as {cls.__name__}(task, seed): {e}") from None
 
 
 def check_actions(actions, space: gym.Space, n: int) -> np.ndarray:
   """Validate a batch of `n` actions for `space`; returns them as an array ready for env.step."""
   try: a = np.asarray(actions)
-  except Exception as e: raise AgentError(f"act() returned {type(actions).__name__}, not an array: {e}")
+  except Exception as e: raise AgentError(f"act() returned {type(actions).__name__}, not an array: {e}") from None
   if isinstance(space, gym.spaces.Discrete):
     if a.shape != (n,): raise AgentError(f"act() returned shape {a.shape}, expected ({n},) for {n} observations")
     if a.dtype.kind == "f":
       if not np.isfinite(a).all(): raise AgentError("act() returned non-finite actions (NaN/inf)")
-      raise AgentError(f"act() returned dtype {a.dtype}; a Discrete space needs integer actions")
-    if a.dtype.kind not in "iu": raise AgentError(f"act() returned dtype {a.dtype}; a Discrete space needs integer actions")
+      raise AgentError(f"act() returned dtype {a.dtype}; a Discrete space needs integer actions (return actions.astype(np.int64))")
+    if a.dtype.kind not in "iu":
+      raise AgentError(f"act() returned dtype {a.dtype}; a Discrete space needs integer actions (return actions.astype(np.int64))")
     lo = int(space.start)
     if (a < lo).any() or (a >= lo + int(space.n)).any():
       raise AgentError(f"act() returned actions outside [{lo}, {lo + int(space.n) - 1}]")

@@ -22,8 +22,8 @@ DEVICE = None    # the tinygrad device opened at start-up
 
 def _preload(modules: list[str]) -> P.Loaded:
   """Library imports and device start-up: process start-up, not agent time."""
-  import numpy  # noqa: F401
   import gymnasium  # noqa: F401
+  import numpy  # noqa: F401
   for m in modules:
     try: importlib.import_module(m)
     except ImportError: pass          # the agent's own import then fails with its message
@@ -53,6 +53,7 @@ def source_files() -> list[str]:
 
 def serve(wire: P.Wire) -> None:
   import numpy as np
+
   from bench.agent_api import AgentError, load_agent_class
   from envs import Task
   from envs.counting import STEPS
@@ -99,8 +100,9 @@ def serve(wire: P.Wire) -> None:
         _sync()
       elif isinstance(msg, P.Act):
         a = agent.act(msg.obs)
-        try: a = np.asarray(a)
-        except Exception as e: raise AgentError(f"act() returned {type(a).__name__}, not an array: {e}")
+        if not isinstance(a, np.ndarray):
+          raise AgentError(f"act() returned a {type(a).__name__}, not a numpy array (PROTOCOL.md section 8): "
+                           "return np.asarray(actions) with the action space's dtype")
         if a.dtype.name not in P.DTYPES: raise AgentError(f"act() returned an array of dtype {a.dtype}: return numbers")
         reply = P.Actions(actions=a)
       elif isinstance(msg, P.Sources):

@@ -6,7 +6,7 @@ never cross into the agent's process.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

@@ -243,7 +243,7 @@ class Wire:
     while got < n:
       self.sock.settimeout(None if deadline is None else max(deadline - time.monotonic(), 1e-3))
       try: k = self.sock.recv_into(view[got:], min(n - got, 1 << 20))
-      except socket.timeout: raise TimeoutError("no complete message before the deadline") from None
+      except TimeoutError: raise TimeoutError("no complete message before the deadline") from None
       if k == 0: raise EOFError("the peer closed the connection")
       got += k
     return bytes(buf)

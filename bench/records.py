@@ -8,13 +8,13 @@ import os
 import platform
 import subprocess
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 
 import pandas as pd
 
-SCHEMA_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+SCHEMA_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 GENESIS = "0" * 64                 # prev_sha256 of a file's first record
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # tinygrad settings that change what is measured; recorded when set
@@ -26,11 +26,13 @@ class RunRecord:
   agent: str
   agent_target: str
   agent_sha256: str
+  agent_kind: str           # "reference" | "peer" | "entry": what the report may use as a baseline, what needs a sandbox
   task: str
   env_id: str
   threshold: float
   time_budget_s: float
   step_budget: int
+  solve_bar: float          # the fraction of seeds the agent must solve (the task's min_solve_rate when it ran)
   seed: int
   role: str                 # "timed" | "cold-start"
   kernel_cache: str         # "warm" | "cold"
@@ -62,17 +64,17 @@ class RunRecord:
   schema_version: int = SCHEMA_VERSION
 
   @classmethod
-  def start(cls, agent, task, seed: int, *, role: str, kernel_cache: str, device: str | None) -> "RunRecord":
-    return cls(agent=agent.name, agent_target=agent.target, agent_sha256=agent.source_sha256, task=task.name,
-               env_id=task.env_id, threshold=task.threshold, time_budget_s=task.time_budget_s, step_budget=task.step_budget,
-               seed=seed, role=role, kernel_cache=kernel_cache, device=device,
+  def start(cls, agent, task, seed: int, *, role: str, kernel_cache: str, device: str | None) -> RunRecord:
+    return cls(agent=agent.name, agent_target=agent.target, agent_sha256=agent.source_sha256, agent_kind=agent.kind,
+               task=task.name, env_id=task.env_id, threshold=task.threshold, time_budget_s=task.time_budget_s,
+               step_budget=task.step_budget, solve_bar=task.min_solve_rate, seed=seed, role=role, kernel_cache=kernel_cache, device=device,
                breakdown={"import_s": None, "construct_s": None, "eval_s": 0.0, "evaluations": 0,
                           "act_charged_s": 0.0, "act_wall_s": 0.0, "act_cpu_s": 0.0,
                           "act_slow_wall_s": 0.0, "act_slow_cpu_s": 0.0,
                           "idle_cpu_s": 0.0, "idle_wall_s": 0.0},
                fingerprint=hardware_fingerprint(), git=git_info(),
                tinygrad_env={k: os.environ[k] for k in TINYGRAD_VARS if k in os.environ},
-               timestamp=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+               timestamp=datetime.now(UTC).isoformat(timespec="seconds"))
 
   def add_eval(self, t: float, steps: int, ret: float) -> None:
     self.curve.append({"t": round(t, 6), "steps": int(steps), "return": float(ret)})
@@ -139,8 +141,20 @@ def read_records(paths: str | list[str]) -> list[dict]:
                                   "before it): a record was altered, deleted or inserted")
           prev = line_sha256(line)
         r["source_file"] = p
-        out.append(r)
+        out.append(upgrade(r))
   return out
+
+
+LEGACY_SOLVE_BAR = 0.9   # every task's min_solve_rate while schemas 1 and 2 were written
+
+
+def upgrade(r: dict) -> dict:
+  """A record of an older schema with the fields that make it self-describing, from what it recorded itself: its
+  agent's kind from its target (agents.* were the references, bench.peers.* the peers), the solve bar of its time."""
+  if r.get("schema_version", SCHEMA_VERSION) >= 3: return r
+  target = str(r.get("agent_target", ""))
+  kind = "reference" if target.startswith("agents.") else "peer" if target.startswith("bench.peers.") else "entry"
+  return {**r, "agent_kind": r.get("agent_kind", kind), "solve_bar": r.get("solve_bar", LEGACY_SOLVE_BAR)}
 
 
 def frame(recs: list[dict]) -> pd.DataFrame:

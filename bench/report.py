@@ -14,8 +14,10 @@ import sys
 import warnings
 
 import matplotlib
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker as mticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
@@ -28,33 +30,43 @@ VERDICT_COLORS = {"faster": "tab:green", "no significant difference": "tab:gray"
 PNGS = ("time_to_threshold.png", "learning_curves.png", "speedup.png", "performance_profile.png")
 
 
-def _censored_median(group: pd.DataFrame) -> str:
-  """Median time-to-threshold with unsolved runs counted at the budget; '>budget' if that is where it falls."""
-  t = group["censored_time_s"].astype(float)
-  med = float(np.median(t))
-  solved_med = group.loc[group["solved"], "time_to_threshold_s"]
-  if (~group["solved"]).sum() * 2 >= len(group) and med >= group["time_budget_s"].max():
-    return f">{group['time_budget_s'].max():g}"
-  return f"{med:.2f}" if len(solved_med) else "-"
+def fmt_time(t: float, budget: float) -> str:
+  """A time-to-threshold for people: '>budget' where it is censored (an unsolved run, or a median that falls on one)."""
+  if not np.isfinite(t): return "-"
+  return f">{budget:g}" if t >= budget else f"{t:.2f}"
+
+
+def _failures(timed: pd.DataFrame) -> str:
+  """'2 unsolved (seeds 3, 4: time budget (120 s) ran out during train())', one part per status and reason."""
+  bad = timed[~timed["solved"]]
+  if bad.empty: return "-"
+  reasons = bad["failure_reason"].fillna("?").map(lambda r: str(r).splitlines()[0][:90] if str(r).strip() else "?")
+  parts = []
+  for (status, reason), g in bad.assign(reason=reasons).groupby(["status", "reason"], sort=True):
+    parts.append(f"{len(g)} {status} (seed{'s' if len(g) > 1 else ''} {', '.join(str(s) for s in sorted(g['seed']))}: {reason})")
+  return "; ".join(parts)
 
 
 def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
-  """One row per (agent, task): timed runs solved/seeds, median time-to-threshold (censored at the
-  budget), its spread, median steps, and the cold-start run's time."""
+  """One row per (agent, task): timed runs solved/seeds, median and range of time-to-threshold (unsolved runs counted
+  at the budget, shown as '>budget', as in the verdicts), median steps of the solved runs, the cold-start run's time,
+  and what went wrong in the others (count, seeds, reason)."""
   if runs.empty: return pd.DataFrame()
   rows = []
   for (agent, task), g in runs.groupby(["agent", "task"], sort=True):
     timed, cold = g[g["role"] == "timed"], g[g["role"] == "cold-start"]
     solved = timed[timed["solved"]]
+    budget = float(g["time_budget_s"].max())
+    t = timed["censored_time_s"].astype(float)
     rows.append({
       "agent": agent, "task": task,
       "solved/seeds": f"{len(solved)}/{len(timed)}",
-      "median time (s)": _censored_median(timed) if len(timed) else "-",
-      "min-max time (s)": f"{solved['time_to_threshold_s'].min():.2f}-{solved['time_to_threshold_s'].max():.2f}" if len(solved) else "-",
-      "median steps": f"{int(solved['steps_to_threshold'].median()):,}" if len(solved) else "-",
+      "median time (s)": fmt_time(float(np.median(t)), budget) if len(timed) else "-",
+      "min-max time (s)": f"{fmt_time(t.min(), budget)} - {fmt_time(t.max(), budget)}" if len(timed) else "-",
+      "median steps (solved)": f"{int(solved['steps_to_threshold'].median()):,}" if len(solved) else "-",
       "cold-start (s)": (f"{cold['time_to_threshold_s'].iloc[-1]:.2f}" if len(cold) and cold["solved"].iloc[-1]
                          else (cold["status"].iloc[-1] if len(cold) else "-")),
-      "failures": ", ".join(sorted(set(timed.loc[~timed["solved"], "status"]))) or "-",
+      "failures": _failures(timed),
     })
   return pd.DataFrame(rows)
 
@@ -65,9 +77,11 @@ def verdict_table(comparisons: pd.DataFrame, bold: bool = True) -> pd.DataFrame:
   return pd.DataFrame({
     "task": comparisons["task"], "entry": comparisons["entry"], "baseline": comparisons["baseline"],
     "solved (entry / baseline)": [f"{e:.0%} / {b:.0%}" for e, b in zip(comparisons["solve_rate_entry"], comparisons["solve_rate_baseline"])],
-    "median s (entry / baseline)": [f"{e:.2f} / {b:.2f}" for e, b in zip(comparisons["median_entry_s"], comparisons["median_baseline_s"])],
-    "IQM s (entry / baseline)": [f"{e:.2f} / {b:.2f}" for e, b in zip(comparisons["iqm_entry_s"], comparisons["iqm_baseline_s"])],
-    "speed-up [95% CI]": [f"{s:.2f}x [{lo:.2f}, {hi:.2f}]" for s, lo, hi in
+    "median s (entry / baseline)": [f"{fmt_time(e, t)} / {fmt_time(b, t)}" for e, b, t in
+                                    zip(comparisons["median_entry_s"], comparisons["median_baseline_s"], comparisons["budget_s"])],
+    "IQM s (entry / baseline)": [f"{fmt_time(e, t)} / {fmt_time(b, t)}" for e, b, t in
+                                 zip(comparisons["iqm_entry_s"], comparisons["iqm_baseline_s"], comparisons["budget_s"])],
+    "speed-up [95% CI]": [f"{s:.2f}x [{lo:.2f}, {hi:.2f}]" if np.isfinite(s) else "- (median censored)" for s, lo, hi in
                           zip(comparisons["speedup"], comparisons["speedup_ci_low"], comparisons["speedup_ci_high"])],
     "p (entry faster)": [f"{p:.2g}" for p in comparisons["p_faster"]],
     "P(improvement)": [f"{p:.2f}" for p in comparisons["prob_improvement"]],
@@ -92,7 +106,7 @@ def _median_ci(x: np.ndarray) -> tuple[float, float]:
 
 def plot_time_to_threshold(runs: pd.DataFrame, path: str) -> str:
   """One panel per task: each seed a point (x = unsolved, drawn at the budget), the median a bar
-  with its bootstrap 95 % CI, the budget dashed. Log scale: references and entries differ by 10x."""
+  with its bootstrap 95 % CI, the budget dotted. Log scale labelled 1-2-5: references and entries differ by 10x."""
   timed = runs[runs["role"] == "timed"]
   tasks, agents = sorted(timed["task"].unique()), sorted(timed["agent"].unique())
   colors = _colors(agents)
@@ -113,8 +127,12 @@ def plot_time_to_threshold(runs: pd.DataFrame, path: str) -> str:
       ax.vlines(i + 0.3, lo, hi, color=colors[agent], linewidth=1.5)
       ax.annotate(f"{med:.2f} s\n{len(s)}/{len(a)} solved", (i + 0.34, med), fontsize=8.5, va="center")
     ax.axhline(budget, color="black", linestyle=":", linewidth=1)
-    ax.annotate(f"budget {budget:g} s (x = unsolved)", (-0.45, budget), fontsize=8, va="bottom")
+    ax.annotate(f"budget {budget:g} s (x = unsolved, drawn on it)", (1.0, budget), xycoords=("axes fraction", "data"),
+                xytext=(0, 6), textcoords="offset points", fontsize=8, va="bottom", ha="right")
     ax.set_yscale("log")
+    lo = float(g["censored_time_s"].min())
+    ax.set_ylim(lo / 1.6, budget * 1.6)
+    _log_seconds(ax, "y")
     ax.set_xticks(range(len(present)), present, rotation=15 if len(present) > 3 else 0)
     ax.set_xlim(-0.5, len(present) - 0.5 + 0.6)
     ax.set_ylabel("time-to-threshold (s, training clock, log)")
@@ -127,8 +145,9 @@ def plot_time_to_threshold(runs: pd.DataFrame, path: str) -> str:
 
 
 def curves_on_grid(runs: pd.DataFrame, grid: np.ndarray) -> np.ndarray:
-  """Eval return of each run at each grid time (runs x grid): the latest evaluation so far; NaN before
-  the first; after the run ended, held for solved and budget-censored runs, NaN for failed ones."""
+  """Eval return of each run at each grid time (runs x grid): the latest evaluation so far; NaN before the first.
+  A solved run's last value is held after it ended (it stopped because it solved); any other run has no value after
+  its last evaluation (the referee knows nothing of it there: an entry evaluated once at step 0 is not a flat line)."""
   out = np.full((len(runs), len(grid)), np.nan)
   for i, (_, r) in enumerate(runs.iterrows()):
     pts = sorted(r["curve"], key=lambda p: p["t"])
@@ -136,14 +155,23 @@ def curves_on_grid(runs: pd.DataFrame, grid: np.ndarray) -> np.ndarray:
     t, v = np.array([p["t"] for p in pts]), np.array([p["return"] for p in pts])
     idx = np.searchsorted(t, grid, side="right") - 1
     row = np.where(idx >= 0, v[np.clip(idx, 0, None)], np.nan)
-    if r["status"] in ("failed", "flagged"): row[grid > r["training_clock_s"]] = np.nan
+    if r["status"] != "solved": row[grid > t[-1]] = np.nan
     out[i] = row
   return out
 
 
+def _log_seconds(ax, axis: str) -> None:
+  """A log axis of seconds labelled at 1-2-5 steps (0.5, 1, 2, 5, 10, ...), not only at the powers of ten."""
+  a = ax.xaxis if axis == "x" else ax.yaxis
+  a.set_major_locator(mticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+  a.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:g}"))
+  a.set_minor_formatter(mticker.NullFormatter())
+
+
 def plot_learning_curves(runs: pd.DataFrame, path: str) -> str:
-  """One panel per task: mean evaluation return against training wall-clock, median across seeds
-  with the inter-quartile band, threshold dashed. x is symlog (linear up to 1 s)."""
+  """One panel per task: mean evaluation return against training wall-clock (log), median across seeds with the
+  inter-quartile band where most seeds have a value; every evaluation a dot (the untrained one at the left edge);
+  threshold dashed."""
   timed = runs[runs["role"] == "timed"]
   tasks, agents = sorted(timed["task"].unique()), sorted(timed["agent"].unique())
   colors = _colors(agents)
@@ -151,24 +179,30 @@ def plot_learning_curves(runs: pd.DataFrame, path: str) -> str:
   for ax, task in zip(axes[0], tasks):
     g = timed[timed["task"] == task]
     threshold = float(g["threshold"].max())
-    grid = np.linspace(0, max(float(g["training_clock_s"].max()), 1e-3), 400)
+    ts = np.array([p["t"] for c in g["curve"] for p in c], dtype=float)
+    left = max(min(ts[ts > 0].min() if (ts > 0).any() else 1.0, float(g["training_clock_s"].max())) / 2, 1e-3)
+    right = max(float(g["training_clock_s"].max()), left * 4) * 1.15
+    grid = np.geomspace(left, right, 400)
     for agent in agents:
       a = g[g["agent"] == agent]
       if a.empty: continue
+      pts = [(max(p["t"], left), p["return"]) for c in a["curve"] for p in c]
+      if pts: ax.scatter(*zip(*pts), color=colors[agent], s=9, alpha=0.35, linewidths=0, zorder=2)
       vals = curves_on_grid(a, grid)
       ok = (~np.isnan(vals)).sum(0) * 2 > len(a)           # drawn where most seeds have a value
       with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         q25, med, q75 = np.nanpercentile(vals, [25, 50, 75], axis=0)
-      ax.plot(grid[ok], med[ok], color=colors[agent], linewidth=2,
-              label=f"{agent} (median of {len(a)} seed{'s' if len(a) > 1 else ''}, IQR band)")
-      ax.fill_between(grid[ok], q25[ok], q75[ok], color=colors[agent], alpha=0.2, linewidth=0)
+      ax.plot(np.where(ok, grid, np.nan), np.where(ok, med, np.nan), color=colors[agent], linewidth=2,
+              label=f"{agent} (median of {len(a)} seed{'s' if len(a) > 1 else ''}, IQR band; dots: evaluations)")
+      ax.fill_between(grid, q25, q75, where=ok, color=colors[agent], alpha=0.2, linewidth=0)
     ax.axhline(threshold, color="black", linestyle="--", linewidth=1)
     ax.annotate(f"threshold {threshold:g}", (0.99, threshold), xycoords=("axes fraction", "data"), fontsize=8,
                 va="bottom", ha="right")
-    ax.set_xscale("symlog", linthresh=1.0)
-    ax.set_xlim(left=0)
-    ax.set_xlabel("training clock (s; linear to 1 s, log after)")
+    ax.set_xscale("log")
+    ax.set_xlim(left, right)
+    _log_seconds(ax, "x")
+    ax.set_xlabel("training clock (s, log; evaluations of the untrained policy at the left edge)")
     ax.set_ylabel("mean evaluation return")
     ax.set_title(f"{task}: learning curves", fontsize=10)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize=8.5, ncol=2, frameon=False)
@@ -186,6 +220,7 @@ def plot_speedup(comparisons: pd.DataFrame, path: str) -> str:
   fig, ax = plt.subplots(figsize=(10, 1.2 + 0.55 * max(len(c), 1)))
   for i, r in c.iterrows():
     col = VERDICT_COLORS.get(r["verdict"], "tab:blue")
+    if not np.isfinite(r["speedup"]): continue     # a median censored at the budget has no speed-up
     if np.isfinite(r["speedup_ci_low"]): ax.hlines(i, r["speedup_ci_low"], r["speedup_ci_high"], color=col, linewidth=2)
     ax.plot(r["speedup"], i, "o", color=col, markersize=8)
   ax.axvline(1.0, color="black", linewidth=1)
@@ -196,7 +231,7 @@ def plot_speedup(comparisons: pd.DataFrame, path: str) -> str:
   ax.set_yticks(range(len(c)), [f"{r['task']}: {r['entry']} vs {r['baseline']}" for _, r in c.iterrows()])
   ax.set_ylim(-0.7, len(c) - 0.3)
   for i, r in c.iterrows():
-    ax.annotate(f"{r['speedup']:.2f}x  {r['verdict']}", (1.01, i), xycoords=("axes fraction", "data"), va="center", fontsize=9,
+    ax.annotate(f"{r['speedup']:.2f}x  {r['verdict']}" if np.isfinite(r["speedup"]) else f"-  {r['verdict']} (median censored)", (1.01, i), xycoords=("axes fraction", "data"), va="center", fontsize=9,
                 color=VERDICT_COLORS.get(r["verdict"], "black"))
   ax.set_xlabel("speed-up of median time-to-threshold = baseline / entry (log; > 1: entry faster), 95% bootstrap CI")
   ax.set_title("Speed-up over the baseline")
@@ -240,7 +275,7 @@ def _hardware(runs: pd.DataFrame) -> pd.DataFrame:
           "fingerprint.memory_gb": "memory GB", "fingerprint.gpu": "gpu", "fingerprint.host": "host",
           "fingerprint.tinygrad_version": "tinygrad", "sandbox": "sandbox", "git.commit": "commit", "git.dirty": "dirty"}
   have = [c for c in cols if c in runs.columns]
-  hw = runs[have].astype(str).drop_duplicates().rename(columns=cols)
+  hw = runs[have].astype(object).where(runs[have].notna(), "-").astype(str).drop_duplicates().rename(columns=cols)
   if "commit" in hw: hw["commit"] = hw["commit"].str[:10]
   return hw.sort_values(list(hw.columns)).reset_index(drop=True)
 

@@ -27,6 +27,7 @@ from bench.sandbox import probe
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SLOW_ACT_S = 0.02     # an act() call longer than this is compiling (or charged in full): its CPU is not limited
+PROGRESS_EVERY_S = 5.0  # train() replies (with its step count) at least this often, between evaluations too
 
 
 @dataclass
@@ -76,7 +77,7 @@ class Child:
     self.seq, self.idle = 0, False    # idle: the last request got its reply (the agent waits for the next)
 
   @classmethod
-  def for_agent(cls, config: RefereeConfig, agent: AgentSpec, scratch: str, cache_db: str | None = None) -> "Child":
+  def for_agent(cls, config: RefereeConfig, agent: AgentSpec, scratch: str, cache_db: str | None = None) -> Child:
     """The agent's process for one run (or the warm-up) in `scratch`, with its own copy of a verified kernel cache
     (kernel_cache.seal), or an empty one."""
     cache = os.path.join(scratch, "kernel-cache", "cache.db")
@@ -231,8 +232,8 @@ def run_one(agent: AgentSpec, task, seed: int, config: RefereeConfig, *, cache_d
     try: return child.request(msg, wait, what, expect)
     except TimeoutError:
       if wait >= remaining:
-        raise RunFailed("unsolved", f"time budget ({task.time_budget_s:g} s) ran out during {what}")
-      raise RunFailed("failed", f"hang: no reply from {what} for {config.hang_timeout_s:g} s")
+        raise RunFailed("unsolved", f"time budget ({task.time_budget_s:g} s) ran out during {what}") from None
+      raise RunFailed("failed", f"hang: no reply from {what} for {config.hang_timeout_s:g} s") from None
     finally:
       clock.stop()
 
@@ -267,7 +268,7 @@ def run_one(agent: AgentSpec, task, seed: int, config: RefereeConfig, *, cache_d
     steps, last_eval_steps, last_eval_t = 0, 0, 0.0
     while True:
       targets = [task.step_budget] + ([(last_eval_steps // every_n + 1) * every_n] if every_n else [])
-      max_s = task.time_budget_s - clock.elapsed
+      max_s = min(task.time_budget_s - clock.elapsed, PROGRESS_EVERY_S)   # a reply at least this often: steps done so far
       if every_t: max_s = min(max_s, (last_eval_t // every_t + 1) * every_t - clock.elapsed)
       rep = timed(P.Train(until_steps=min(targets), max_s=max(max_s, 0.0)), "train()", P.Trained)
       steps = rep.counted_steps if rep.counted_steps > 0 else rep.agent_steps
@@ -303,7 +304,6 @@ def run_one(agent: AgentSpec, task, seed: int, config: RefereeConfig, *, cache_d
     rec.finish_unsolved("failed", f"hang: no reply from {e} for {config.hang_timeout_s:g} s", clock.elapsed)
     return rec
   except Exception as e:   # whatever went wrong, this run is recorded and the session goes on
-    if clock.running: clock.stop()
     rec.finish_unsolved("failed", f"referee error while running the agent: {type(e).__name__}: {e}", clock.elapsed)
     return rec
   finally:

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 MODES = ("auto", "bwrap", "none")
 BASE = ["--unshare-all", "--die-with-parent", "--new-session", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
@@ -73,7 +73,7 @@ def device_nodes(device: str | None) -> list[str]:
   return sorted({p for pat in pats for p in glob.glob(pat) if not os.path.isdir(p)})
 
 
-@lru_cache(maxsize=None)
+@cache
 def probe(mode: str = "auto") -> Sandbox:
   """The sandbox this machine can make: bwrap if it runs here, else none with the reason.
   mode 'bwrap' raises SandboxError instead of falling back; 'none' switches it off."""

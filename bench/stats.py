@@ -22,8 +22,6 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from agents import PEER_AGENTS, REFERENCE_AGENTS
-
 ALPHA = 0.05
 CONFIDENCE = 0.95
 N_RESAMPLES = 10_000
@@ -71,12 +69,15 @@ class Comparison:
   prob_improvement: float   # P(entry run faster than baseline run), ties one half
   verdict: str
   notes: str = ""
+  budget_s: float = float("inf")   # the time budget unsolved runs are censored at
 
 
 def compare(entry_times, baseline_times, entry_solved, baseline_solved, *, task: str = "", entry: str = "entry",
             baseline: str = "baseline", solve_bar: float = DEFAULT_SOLVE_BAR, comparable: bool = True,
-            why_not: str = "", review: list[str] = (), alpha: float = ALPHA, seed: int = 0) -> Comparison:
-  """Compare two sets of censored times-to-threshold (unsolved runs already set to the budget)."""
+            why_not: str = "", review: list[str] = (), alpha: float = ALPHA, seed: int = 0,
+            budget_s: float = float("inf")) -> Comparison:
+  """Compare two sets of censored times-to-threshold (unsolved runs already set to the budget `budget_s`). Where
+  either median is censored (it falls on an unsolved run) there is no speed-up: the ratio would be the budget's."""
   e, b = np.asarray(entry_times, dtype=float), np.asarray(baseline_times, dtype=float)
   es, bs = np.asarray(entry_solved, dtype=bool), np.asarray(baseline_solved, dtype=bool)
   if len(e) == 0 or len(b) == 0: raise ValueError(f"{task}: nothing to compare ({len(e)} entry runs, {len(b)} baseline runs)")
@@ -87,8 +88,11 @@ def compare(entry_times, baseline_times, entry_solved, baseline_solved, *, task:
   p_faster = float(u_base.pvalue)
   p_slower = float(stats.mannwhitneyu(b, e, alternative="less").pvalue)
   poi = float(u_base.statistic) / (len(e) * len(b))
-  lo, hi = speedup_ci(e, b, seed=seed)
   notes = []
+  speedup, (lo, hi) = float(np.median(b) / np.median(e)), speedup_ci(e, b, seed=seed)
+  if max(np.median(e), np.median(b)) >= budget_s:
+    speedup, lo, hi = float("nan"), float("nan"), float("nan")
+    notes.append("a median censored at the budget: no speed-up")
   if not comparable: verdict = "not comparable"; notes.append(why_not or "hardware fingerprints differ")
   elif es.mean() < solve_bar: verdict = "fails to solve"
   elif p_faster < alpha: verdict = "faster"
@@ -101,9 +105,9 @@ def compare(entry_times, baseline_times, entry_solved, baseline_solved, *, task:
   return Comparison(task=task, entry=entry, baseline=baseline, runs_entry=len(e), runs_baseline=len(b),
                     solve_rate_entry=float(es.mean()), solve_rate_baseline=float(bs.mean()), solve_bar=solve_bar,
                     median_entry_s=float(np.median(e)), median_baseline_s=float(np.median(b)),
-                    iqm_entry_s=iqm(e), iqm_baseline_s=iqm(b), speedup=float(np.median(b) / np.median(e)),
+                    iqm_entry_s=iqm(e), iqm_baseline_s=iqm(b), speedup=speedup,
                     speedup_ci_low=lo, speedup_ci_high=hi, p_faster=p_faster, p_slower=p_slower,
-                    prob_improvement=poi, verdict=verdict, notes="; ".join(notes))
+                    prob_improvement=poi, verdict=verdict, notes="; ".join(notes), budget_s=budget_s)
 
 
 def fingerprints(runs: pd.DataFrame) -> set[tuple]:
@@ -111,21 +115,15 @@ def fingerprints(runs: pd.DataFrame) -> set[tuple]:
   return {tuple(str(v) for v in row) for row in runs[cols].itertuples(index=False)}
 
 
-def solve_bar(task: str) -> float:
-  from envs import TASKS
-  return TASKS[task].min_solve_rate if task in TASKS else DEFAULT_SOLVE_BAR
-
-
 def pick_baseline(timed: pd.DataFrame, task: str, baseline: str | None = None) -> str:
-  """The named baseline, else the reference agent with the lowest median time on this task."""
+  """The named baseline, else the reference agent (as its records say) with the lowest median time on this task."""
   present = set(timed.loc[timed["task"] == task, "agent"])
   if baseline is not None:
     if baseline not in present: raise ValueError(f"baseline {baseline!r} has no timed runs on {task} (agents: {', '.join(sorted(present))})")
     return baseline
-  refs = [a for a in present if a in REFERENCE_AGENTS]
-  if not refs:
-    raise ValueError(f"no reference agent ({', '.join(REFERENCE_AGENTS)}) has runs on {task}: name the baseline (--baseline)")
   g = timed[timed["task"] == task]
+  refs = sorted(set(g.loc[g["agent_kind"] == "reference", "agent"]))
+  if not refs: raise ValueError(f"no reference agent has runs on {task}: name the baseline (--baseline)")
   return min(refs, key=lambda a: (float(np.median(g.loc[g["agent"] == a, "censored_time_s"])), a))
 
 
@@ -150,7 +148,7 @@ def compare_runs(runs: pd.DataFrame, baseline: str | None = None, force: bool = 
                         f"({' | '.join(map(', '.join, sorted(fe)))} vs {' | '.join(map(', '.join, sorted(fb)))})"
                         + ("; compared anyway (forced)" if force else "; no verdict (force it with --force)"))
       unboxed = sorted({str(x) for x in e.get("sandbox", pd.Series(["none: not recorded (schema 1)"])) if str(x) != "bwrap"}) \
-        if agent not in REFERENCE_AGENTS and agent not in PEER_AGENTS else []
+        if (e["agent_kind"] == "entry").any() else []
       if unboxed:
         warnings.append(f"{task}: {agent} ran without a sandbox ({'; '.join(unboxed)})"
                         + ("; compared anyway (forced)" if force else "; no verdict for an entry without one (force it with --force)"))
@@ -159,8 +157,8 @@ def compare_runs(runs: pd.DataFrame, baseline: str | None = None, force: bool = 
       why = "; ".join(filter(None, ["hardware fingerprints differ" if not same else "",
                                     "the entry ran without a sandbox" if unboxed else ""]))
       c = compare(e["censored_time_s"], b["censored_time_s"], e["solved"], b["solved"], task=task, entry=agent,
-                  baseline=base, solve_bar=solve_bar(task), comparable=(same and not unboxed) or force, why_not=why,
-                  review=review)
+                  baseline=base, solve_bar=float(e["solve_bar"].max()), comparable=(same and not unboxed) or force,
+                  why_not=why, review=review, budget_s=float(g["time_budget_s"].max()))
       rows.append(asdict(c))
   for (agent, task), g in timed.groupby(["agent", "task"]):
     if g["agent_sha256"].nunique() > 1:
@@ -174,8 +172,8 @@ REVIEW_STEP_RATIO = 4.0   # a solve with this many times fewer steps than every 
 def fewer_steps_than_references(entry: pd.DataFrame, task_runs: pd.DataFrame) -> list[str]:
   """MLPerf's reference convergence points, simply: the entry's solved runs that needed far fewer env steps
   than the fewest any reference agent needed on the task in these records (the steps are self-reported)."""
-  refs = task_runs[task_runs["agent"].isin(list(REFERENCE_AGENTS)) & task_runs["solved"]]
-  if entry["agent"].iloc[0] in REFERENCE_AGENTS or refs.empty: return []
+  refs = task_runs[(task_runs["agent_kind"] == "reference") & task_runs["solved"]]
+  if (entry["agent_kind"] == "reference").all() or refs.empty: return []
   floor = float(refs["steps_to_threshold"].min()) / REVIEW_STEP_RATIO
   few = entry[entry["solved"] & (entry["steps_to_threshold"] < floor)]
   if few.empty: return []

@@ -10,7 +10,8 @@ import os
 import secrets
 import shutil
 import tempfile
-from typing import Callable
+import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -22,12 +23,14 @@ from bench.records import RecordWriter, RunRecord
 from bench.runner import Child, RefereeConfig, RunFailed, run_one
 
 OBS_SEED = 1_000_003      # start states for checking act() in the warm-up (not an evaluation seed)
+SLOW_ACT_WARNING_S = 0.02  # an act() call slower than this after the warm-up's training gets a warning
 
 
 class Suite:
   def __init__(self, agent: AgentSpec, task, config: RefereeConfig, writer: RecordWriter | None = None,
-               on_record: Callable[[RunRecord], None] | None = None):
+               on_record: Callable[[RunRecord], None] | None = None, on_warning: Callable[[str], None] | None = None):
     self.agent, self.task, self.config, self.writer, self.on_record = agent, task, config, writer, on_record
+    self.on_warning = on_warning or (lambda line: None)
     self.workdir = tempfile.mkdtemp(prefix="rlspeedrun-")
     self.warm_cache = os.path.join(self.workdir, "verified-cache.db")   # the referee's; never inside a sandbox
     self.records: list[RunRecord] = []
@@ -55,6 +58,10 @@ class Suite:
           rep = child.request(P.Train(until_steps=steps + 1, max_s=t), t, "train()", P.Trained)
           steps = rep.counted_steps if rep.counted_steps > 0 else rep.agent_steps
           if rep.finished: break
+      for n, obs in obs_batches.items():   # a third call per batch size: what an evaluation's calls cost (TinyJit replays)
+        t0 = time.perf_counter()
+        check_actions(child.request(P.Act(obs=obs), t, "act()", P.Actions).actions, act_space, n)
+        self._warn_if_slow_act(time.perf_counter() - t0, n)
       child.close()
       child = None
       verify(cache)
@@ -70,6 +77,15 @@ class Suite:
     finally:
       if child is not None: child.close()
       shutil.rmtree(scratch, ignore_errors=True)
+
+  def _warn_if_slow_act(self, dt: float, n: int) -> None:
+    """After training has warmed it: an act() far over its allowance makes every evaluation slow (untimed) and is charged."""
+    if dt < SLOW_ACT_WARNING_S: return
+    steps = self.task.max_episode_steps()
+    self.on_warning(f"warning: {self.agent.name} on {self.task.name}: act() took {dt * 1e3:.0f} ms for a batch of {n} after the "
+                    f"warm-up's training; an evaluation calls it up to {steps:,} times (about {dt * steps:.0f} s of wall time, "
+                    f"{max(dt - self.config.act_allowance_ms / 1e3, 0) * steps:.0f} s of it charged to the training clock): "
+                    "jit it (TinyJit, one fixed-shape buffer per batch size; agents/common.py GreedyCache)")
 
   def cold_start(self, seed: int) -> RunRecord:
     """A timed run with an empty kernel cache: reported apart from the warm runs."""

@@ -2,8 +2,8 @@
 yield; the agent is expected to build its training envs with Task.make_env / Task.make_vec."""
 from __future__ import annotations
 
-import numpy as np
 import gymnasium as gym
+import numpy as np
 
 
 class StepCount:

@@ -13,8 +13,8 @@ from __future__ import annotations
 import warnings
 from contextlib import contextmanager
 
-import numpy as np
 import gymnasium as gym
+import numpy as np
 
 MINATAR_GAMES = {"Asterix": "asterix", "Breakout": "breakout", "Freeway": "freeway", "Seaquest": "seaquest",
                  "SpaceInvaders": "space_invaders"}
@@ -49,7 +49,7 @@ def ensure_registered(env_id: str, extra: str | None = None) -> None:
 def _mujoco_warnings_to_python() -> None:
   """MuJoCo writes its warnings into MUJOCO_LOG.TXT in the working directory (gymnasium's v5 models use the
   deprecated `settotalmass`, one warning per env); send them to Python's warnings instead."""
-  try: import mujoco
+  try: import mujoco  # noqa: I001
   except ImportError: return
   if mujoco.get_mju_user_warning() is None:
     mujoco.set_mju_user_warning(lambda msg: warnings.warn(f"MuJoCo: {msg}", RuntimeWarning, stacklevel=2))

@@ -8,8 +8,9 @@ Tasks whose environments need more than classic control name the pyproject extra
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable
+from typing import Any
 
 import gymnasium as gym
 
@@ -48,7 +49,7 @@ class Task:
     return json.dumps({f.name: getattr(self, f.name) for f in fields(self) if f.name != "wrappers"})
 
   @staticmethod
-  def from_wire(s: str) -> "Task":
+  def from_wire(s: str) -> Task:
     """The task the referee sent; its wrappers are those of the registered task of the same name or env id."""
     d = json.loads(s)
     known = TASKS.get(d["name"]) or next((t for t in TASKS.values() if t.env_id == d["env_id"]), None)
@@ -85,6 +86,13 @@ class Task:
     implementation, where the environment has one); None picks the native one when it exists.
     """
     return CountVectorSteps(self.gym_make_vec(num_envs, vectorization_mode, **kwargs))
+
+  def max_episode_steps(self) -> int:
+    """The episode's step limit (its TimeLimit); 100,000 where the environment sets none."""
+    with needs_extra(self.env_id, self.extra):
+      ensure_registered(self.env_id, self.extra)
+      limit = self.env_kwargs.get("max_episode_steps") or gym.spec(self.env_id).max_episode_steps
+    return int(limit or 100_000)
 
   def spaces(self) -> tuple[gym.Space, gym.Space]:
     env = self.gym_make()

@@ -5,6 +5,7 @@
 #   bash scripts/setup.sh                  # core + the environments of every tier (extra `envs`)
 #   EXTRAS= bash scripts/setup.sh          # core only: enough for the quick tier (other tiers' tests skip)
 #   EXTRAS=envs,peers bash scripts/setup.sh   # also Stable-Baselines3 + torch, for the peer comparison
+#   EXTRAS=envs,dev bash scripts/setup.sh     # also ruff, the lint CI runs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}

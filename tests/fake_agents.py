@@ -160,3 +160,12 @@ class SeedSnoop(Scripted):
     seen = [repr(os.environ), repr(sys.argv), repr(task), repr(vars(task))]
     seen += [repr(o) for o in gc.get_objects() if isinstance(o, (int, list, tuple)) and not isinstance(o, bool)][:200000]
     with open(os.environ["SNOOP_FILE"], "w") as f: f.write("\n".join(seen))
+
+
+class ListActions(Scripted):
+  def act(self, obs): return [0] * len(obs)
+
+
+class SlowAct(Scripted):
+  """An un-jitted act(): 30 ms a call."""
+  act_sleep_s = 0.03

@@ -3,16 +3,20 @@ from __future__ import annotations
 
 import numpy as np
 
+from agents import REFERENCE_AGENTS
 from bench.agent_api import AgentSpec
 from bench.records import RecordWriter, RunRecord
 from envs import get_task
 
 
-def runs_of(agent: str, times, *, task: str = "CartPole-v1", cpu: str | None = None, start_seed: int = 0) -> list[RunRecord]:
+def runs_of(agent: str, times, *, task: str = "CartPole-v1", cpu: str | None = None, start_seed: int = 0,
+            kind: str | None = None) -> list[RunRecord]:
   """One timed record per time; a time of None (or over the budget) is an unsolved run, censored at the budget.
-  The learning curve rises linearly from 20 to the threshold at the run's time."""
+  The learning curve rises linearly from 20 to the threshold at the run's time. The agent is a reference if its
+  name is one (unless `kind` says otherwise)."""
   t_ = get_task(task)
-  spec = AgentSpec(name=agent, target=f"synthetic:{agent}", source=__file__)
+  kind = kind or ("reference" if agent in REFERENCE_AGENTS else "entry")
+  spec = AgentSpec(name=agent, target=f"synthetic:{agent}", source=__file__, kind=kind)
   out = []
   for i, t in enumerate(times):
     rec = RunRecord.start(spec, t_, start_seed + i, role="timed", kernel_cache="warm", device="CPU")

@@ -27,8 +27,9 @@ def bench(*args, results, timeout=300):
   (["--agent", "missing/entry.py:Agent"], "no such file"),
   (["--task", "Pong-v9"], "unknown task 'Pong-v9'"),
   (["--tier", "galactic"], "unknown tier 'galactic'"),
-  (["--device", "TPU"], "unknown --device 'TPU'"),
-  (["--seeds", "0"], "--seeds must be at least 1"),
+  (["--agent-device", "TPU"], "unknown device 'TPU'"),
+  (["--seeds", "0"], "--seeds: must be at least 1"),
+  (["--hang-timeout", "-1"], "--hang-timeout: must be more than 0"),
   (["--agent", "tests/fake_agents.py:Scripted", "--agent", "./tests/fake_agents.py:Scripted"], "two agents are called Scripted"),
 ])
 def test_bad_options_give_one_clear_message(args, message, tmp_path):
@@ -127,12 +128,13 @@ def test_ctrl_c_keeps_finished_records_and_kills_the_agent(tmp_path):
 
 def test_sessions_started_in_the_same_second_get_their_own_directories(tmp_path, monkeypatch):
   import datetime as dt
-  import conftest
+
+  from bench import session
   class Frozen(dt.datetime):
     @classmethod
     def now(cls, tz=None): return dt.datetime(2026, 1, 2, 3, 4, 5)
-  monkeypatch.setattr(conftest, "datetime", Frozen)
-  dirs = [conftest.new_session_dir(str(tmp_path / "results")) for _ in range(3)]
+  monkeypatch.setattr(session, "datetime", Frozen)
+  dirs = [session.new_session_dir(str(tmp_path / "results")) for _ in range(3)]
   assert len(set(dirs)) == 3 and all(os.path.isdir(d) for d in dirs)
   assert dirs[1] == dirs[0] + "-2" and dirs[2] == dirs[0] + "-3" and "20260102-030405" in dirs[0]
 
@@ -146,3 +148,23 @@ def test_without_a_sandbox_the_session_warns_and_gives_no_verdict_on_an_entry(tm
   runs = load_runs(str(tmp_path))
   assert set(runs["sandbox"]) == {"none: switched off (--sandbox none)"}
   assert "last line sha256" in r.stdout
+
+
+def test_help_shows_every_option_with_its_default():
+  r = subprocess.run([sys.executable, "-m", "pytest", "bench/", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert r.returncode == 0, r.stderr
+  section = r.stdout.split("rlspeedrun benchmark (pytest bench/):")[1]
+  for opt, default in [("--seeds", "5"), ("--agent-device", "'CPU'"), ("--sandbox", "'auto'"), ("--hang-timeout", "300.0"),
+                       ("--act-allowance-ms", "2.0"), ("--tier", "'quick'"), ("--results-dir", "'results'")]:
+    assert opt in section and f"default: {default}" in " ".join(section.split()), opt
+
+
+def test_an_entry_below_the_bar_fails_with_the_lines_that_matter_and_nothing_twice(tmp_path):
+  r = bench("--agent", "tests/fake_agents.py:NeverLearns", "--seeds", "1", "--no-cold-start", results=tmp_path, timeout=300)
+  assert r.returncode == 1
+  failure = r.stdout.split("= FAILURES =")[1]
+  assert "NeverLearns solved CartPole-v1 on 0/1 seeds, below the task's bar 90%" in failure and "seed 0: unsolved" in failure
+  assert "Task(" not in failure and "def test_time_to_threshold" not in failure
+  warm = bench("--agent", "tests/fake_agents.py:WrongShape", "--seeds", "1", results=tmp_path / "w")
+  assert "During handling of the above exception" not in warm.stdout and "PytestBenchmarkWarning" not in warm.stdout
+  assert warm.stdout.count("act() returned shape (10, 2)") == 1     # once, not once per chained exception

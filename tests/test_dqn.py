@@ -44,11 +44,10 @@ def test_huber_by_hand():
 
 def _batch(agent, rng):
   O, B = agent.obs_dim, agent.cfg.batch_size
-  b = np.zeros((B, agent.width), np.float32)
-  b[:, :O], b[:, O], b[:, O + 1] = rng.normal(size=(B, O)), rng.integers(0, 2, B), rng.normal(size=B)
-  b[:, O + 2:2 * O + 2], b[:, 2 * O + 2] = rng.normal(size=(B, O)), rng.random(B) < 0.3
-  b[:, 2 * O + 3] = rng.choice([agent.cfg.gamma, agent.cfg.gamma**3], B)   # discounts of 1- and 3-step rows
-  return b
+  return agent.cols.fill(np.zeros((B, agent.cols.width), np.float32), observations=rng.normal(size=(B, O)),
+                         actions=rng.integers(0, 2, B), returns=rng.normal(size=B), next_observations=rng.normal(size=(B, O)),
+                         terminations=rng.random(B) < 0.3,
+                         discounts=rng.choice([agent.cfg.gamma, agent.cfg.gamma**3], B))   # of 1- and 3-step rows
 
 
 def test_update_is_double_dqn_with_adam_and_the_target_update(agent):
@@ -56,16 +55,15 @@ def test_update_is_double_dqn_with_adam_and_the_target_update(agent):
   bootstrap, each row's own discount (gamma^m for an m-step row) scales the bootstrap; loss = mean Huber;
   Adam's first step moves every weight by lr * sign(grad) (|m/sqrt(v)| = 1)."""
   rng = np.random.default_rng(0)
-  O = agent.obs_dim
   # make the target differ from the online net, so that Double DQN and plain DQN give different values
   copyin(agent.target, agent.theta.numpy() + rng.normal(scale=0.1, size=agent.theta.shape).astype(np.float32))
-  copyin(agent.adam_mv, np.zeros(agent.adam_mv.shape, np.float32))
+  agent.adam.forget()
   b = _batch(agent, rng)
   theta, target = agent.theta.numpy().copy(), agent.target.numpy().copy()
-  a, r, term, disc = b[:, O].astype(int), b[:, O + 1], b[:, 2 * O + 2], b[:, 2 * O + 3]
-  next_a = q_numpy(agent, theta, b[:, O + 2:2 * O + 2]).argmax(1)
-  y = r + disc * (1 - term) * q_numpy(agent, target, b[:, O + 2:2 * O + 2])[np.arange(len(b)), next_a]
-  d = q_numpy(agent, theta, b[:, :O])[np.arange(len(b)), a] - y
+  data = agent.cols.split(b)
+  next_a = q_numpy(agent, theta, data.next_observations).argmax(1)
+  y = data.returns + data.discounts * (1 - data.terminations) * q_numpy(agent, target, data.next_observations)[np.arange(len(b)), next_a]
+  d = q_numpy(agent, theta, data.observations)[np.arange(len(b)), data.actions.astype(int)] - y
   expected_loss = np.where(np.abs(d) < 1, 0.5 * d * d, np.abs(d) - 0.5).mean()
   copyin(agent.batch_in, b)
   lr_t = 1e-3 * (1 - 0.999) ** 0.5 / (1 - 0.9)                      # Adam's bias-corrected step size, t = 1
@@ -137,7 +135,7 @@ def test_greedy_matches_numpy_for_any_batch_size(agent):
 
 def test_jitted_inputs_refuse_another_shape(agent):
   with pytest.raises(AssertionError, match="does not match"):
-    copyin(agent.batch_in, np.zeros((agent.cfg.batch_size + 1, agent.width), np.float32))
+    copyin(agent.batch_in, np.zeros((agent.cfg.batch_size + 1, agent.cols.width), np.float32))
 
 
 def test_training_stores_real_transitions_and_stays_finite():
@@ -145,10 +143,10 @@ def test_training_stores_real_transitions_and_stays_finite():
                           gradient_steps=2))
   steps = list(itertools.islice(a.train(), 6))
   assert steps == sorted(steps) and steps[-1] <= 6 * 8 * 4 and a.profile["updates"] >= 4
-  r, O = a.replay.rows[:a.replay.len], a.obs_dim
+  data = a.cols.split(a.replay.rows[:a.replay.len])
   assert a.replay.len == steps[-1]                                   # one row per counted env step
-  fell = (np.abs(r[:, O + 2 + 2]) > 0.2095) | (np.abs(r[:, O + 2]) > 2.4)
-  np.testing.assert_array_equal(fell, r[:, 2 * O + 2] > 0)           # terminated exactly when CartPole fails
+  fell = (np.abs(data.next_observations[:, 2]) > 0.2095) | (np.abs(data.next_observations[:, 0]) > 2.4)
+  np.testing.assert_array_equal(fell, data.terminations > 0)         # terminated exactly when CartPole fails
   assert np.isfinite(a.theta.numpy()).all()
 
 
@@ -164,7 +162,7 @@ def test_temporally_extended_exploration_holds_random_actions_for_zeta_runs():
   def warmup_actions(cfg):
     a = DQN(task, 0, cfg)
     list(itertools.islice(a.train(), 1))
-    return a.replay.rows[:a.replay.len:a.cfg.num_envs, 2]          # env 0's actions (obs width 2)
+    return a.cols.split(a.replay.rows[:a.replay.len:a.cfg.num_envs]).actions   # env 0's actions
   base = Config(num_envs=2, hidden=16, batch_size=8, buffer_size=5000, learning_starts=4000, train_every=2000,
                 gradient_steps=1)
   plain = _run_lengths(warmup_actions(base)).mean()

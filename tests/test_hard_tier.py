@@ -1,6 +1,6 @@
 """The hard tier on a CPU: every task starts, learns and records through the referee with a tiny budget.
 
-Its real runs need a GPU box (`pytest bench/ --tier hard --device CUDA`); this checks that the environments
+Its real runs need a GPU box (`pytest bench/ --tier hard --agent-device CUDA`); this checks that the environments
 install and register (extras `mujoco`, `atari`), their wrappers give what the agents expect, the reference agent
 of each task (shrunk: tests/tiny_agents.py) trains on them with its task settings, and the record lands on disk."""
 from __future__ import annotations

@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("stable_baselines3")
 
-from bench.peers.sb3 import ZOO, SB3DQN, SB3PPO, SB3SAC  # noqa: E402
+from bench.peers.sb3 import SB3DQN, SB3PPO, SB3SAC, ZOO  # noqa: E402
 from envs import get_task  # noqa: E402
 
 CARTPOLE = get_task("CartPole-v1")

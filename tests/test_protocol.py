@@ -8,16 +8,16 @@ import socket
 import sqlite3
 import struct
 import threading
+from dataclasses import asdict
 
 import numpy as np
 import pytest
 
 from bench import protocol as P
 from bench.kernel_cache import CacheRejected, seal, verify
+from bench.records import frame
 from bench.sandbox import Sandbox, probe
 from bench.stats import compare_runs
-from bench.records import frame
-from dataclasses import asdict
 from tests.synthetic import lognormal_times, runs_of
 
 

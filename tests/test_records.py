@@ -54,5 +54,6 @@ def test_summary_counts_censored_runs_and_cold_start_apart():
   assert table.loc["fake", "solved/seeds"] == "2/3"
   assert table.loc["fake", "median time (s)"] == "4.00"            # median of 2, 4 and the censored 120
   assert table.loc["fake", "cold-start (s)"] == "9.00"
-  assert table.loc["fake", "failures"] == "failed"
+  assert table.loc["fake", "failures"] == "1 failed (seed 2: agent raised during train(): boom)"
+  assert table.loc["fake", "min-max time (s)"] == "2.00 - >120"     # the censored run is in the range, as in the median
   assert table.loc["other", "median time (s)"] == ">120"

@@ -114,6 +114,7 @@ def test_time_budget_censors():
   ("NaNActions", "non-finite"),
   ("NaNSteps", "non-finite step count"),
   ("NotAGenerator", "generator"),
+  ("ListActions", "not a numpy array"),
 ])
 def test_faults_are_recorded_as_failed_with_reason(name, words):
   rec = run(name, seed=1)
@@ -154,6 +155,25 @@ def test_malformed_agent_gets_one_clear_error_before_timing(name, words, tmp_pat
   finally:
     suite.close()
   assert not os.path.exists(writer.path)       # nothing was timed or recorded
+
+
+@pytest.mark.parametrize("name, slow", [("Scripted", False), ("SlowAct", True)])
+def test_warm_up_warns_of_an_act_that_will_make_evaluations_slow(name, slow):
+  warnings = []
+  suite = Suite(fake(name), TASK, CONFIG, on_warning=warnings.append)
+  try: suite.warm_up()
+  finally: suite.close()
+  assert bool(warnings) == slow
+  if slow: assert "act() took" in warnings[0] and "500 times" in warnings[0] and "jit it" in warnings[0]
+
+
+def test_run_line_says_the_steps_done_and_when_the_last_evaluation_was():
+  from bench.session import run_line
+  rec = run("SlowNeverLearns", task=dataclasses.replace(TASK, time_budget_s=1.0, step_budget=10**9))
+  line = run_line(rec, TASK)
+  assert line.startswith("[SlowNeverLearns · test-CartPole · seed 0 · warm cache] UNSOLVED after")
+  assert f"{rec.steps:,} env steps done" in line and "time budget" in line
+  assert ("last evaluation at" in line) or ("no evaluation after the untrained one (they come every 1,000 steps)" in line)
 
 
 def test_agent_cannot_see_evaluation_seeds(tmp_path, monkeypatch):

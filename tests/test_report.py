@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from bench.records import load_runs
-from bench.report import PNGS, curves_on_grid, main, write_report
+from bench.report import PNGS, curves_on_grid, main, summary_table, verdict_table, write_report
 from tests.synthetic import lognormal_times, runs_of, write
 
 
@@ -35,10 +35,12 @@ def test_learning_curves_on_a_common_grid_by_hand():
   runs = pd.DataFrame([
     {"curve": [{"t": 0.0, "return": 10.0}, {"t": 2.0, "return": 50.0}], "status": "solved", "training_clock_s": 2.0},
     {"curve": [{"t": 1.0, "return": 5.0}], "status": "failed", "training_clock_s": 1.5},
+    {"curve": [{"t": 0.0, "return": 9.0}], "status": "unsolved", "training_clock_s": 120.0},
   ])
   vals = curves_on_grid(runs, np.array([0.0, 0.5, 1.0, 2.0, 3.0]))
   assert vals[0].tolist() == [10.0, 10.0, 10.0, 50.0, 50.0]          # held after the solve
   assert np.isnan(vals[1, 0]) and vals[1, 2] == 5.0 and np.isnan(vals[1, 3:]).all()   # none before the first, none after a crash
+  assert vals[2, 0] == 9.0 and np.isnan(vals[2, 1:]).all()           # one evaluation at step 0 is not a flat line to the budget
 
 
 def test_cli_pools_sources_and_reports_errors(tmp_path, capsys):
@@ -53,3 +55,29 @@ def test_cli_pools_sources_and_reports_errors(tmp_path, capsys):
   (tmp_path / "empty").mkdir()
   assert main([str(tmp_path / "empty")]) == 1
   with pytest.raises(SystemExit): main(["--no-such-option"])
+
+
+def test_tables_agree_on_an_entry_that_solves_nothing_and_machines_have_no_nan(tmp_path):
+  write(str(tmp_path / "runs.jsonl"), runs_of("ppo", lognormal_times(3.0, 5, seed=6)), runs_of("stuck", [None] * 5))
+  runs = load_runs(str(tmp_path))
+  _, comparisons, _ = write_report(runs, str(tmp_path))
+  row = verdict_table(comparisons, bold=False).iloc[0]
+  assert row["median s (entry / baseline)"].startswith(">120 / ") and row["speed-up [95% CI]"] == "- (median censored)"
+  assert summary_table(runs).set_index("agent").loc["stuck", "median time (s)"] == ">120"
+  assert "nan" not in open(tmp_path / "report.md").read().split("## Machines")[1]
+
+
+def test_records_of_schema_2_describe_themselves_from_what_they_recorded(tmp_path):
+  import json
+  recs = [json.loads(r.to_json()) for r in runs_of("ppo", [2.0]) + runs_of("mine", [1.0])]
+  for r, target in zip(recs, ["agents.ppo:PPO", "/home/me/mine.py:Mine"]):
+    for k in ("agent_kind", "solve_bar"): r.pop(k)
+    r.update(schema_version=2, agent_target=target)
+  from bench.records import GENESIS, line_sha256
+  prev, lines = GENESIS, []
+  for r in recs:
+    lines.append(json.dumps({**r, "prev_sha256": prev}))
+    prev = line_sha256(lines[-1])
+  (tmp_path / "runs.jsonl").write_text("\n".join(lines) + "\n")
+  runs = load_runs(str(tmp_path))
+  assert list(runs["agent_kind"]) == ["reference", "entry"] and list(runs["solve_bar"]) == [0.9, 0.9]

@@ -48,12 +48,12 @@ def mlp(flat, layout, prefix, x, layers=3):
 
 def test_losses_targets_and_temperature_match_numpy(agent):
   rng = np.random.default_rng(0)
-  O, A, g, tau = agent.obs_dim, agent.act_dim, agent.cfg.gamma, agent.cfg.tau
+  A, g, tau = agent.act_dim, agent.cfg.gamma, agent.cfg.tau
   copyin(agent.critic_target, agent.critic.numpy() + rng.normal(scale=0.05, size=agent.critic.shape).astype(np.float32))
   copyin(agent.log_alpha, np.array([math.log(0.3)], np.float32))
-  b = rng.normal(size=(agent.cfg.batch_size, agent.width)).astype(np.float32)
-  b[:, O:O + A] = np.tanh(b[:, O:O + A])
-  b[:, 2 * O + A + 1] = rng.random(len(b)) < 0.3
+  b = rng.normal(size=(agent.cfg.batch_size, agent.cols.width)).astype(np.float32)
+  agent.cols.fill(b, actions=np.tanh(agent.cols.split(b).actions), terminations=rng.random(len(b)) < 0.3)
+  data = agent.cols.split(b)
   actor, critic, target = agent.actor.numpy(), agent.critic.numpy(), agent.critic_target.numpy()
 
   def policy(obs, noise):
@@ -66,14 +66,12 @@ def test_losses_targets_and_temperature_match_numpy(agent):
     x = np.concatenate([obs, act], 1)
     return mlp(flat, agent.critic_layout, "q1", x)[:, 0], mlp(flat, agent.critic_layout, "q2", x)[:, 0]
 
-  obs, act, rew = b[:, :O], b[:, O:O + A], b[:, O + A]
-  nobs, term = b[:, O + A + 1:2 * O + A + 1], b[:, 2 * O + A + 1]
-  na, nlogp = policy(nobs, b[:, 2 * O + A + 2:2 * O + 2 * A + 2])
-  y = rew + g * (1 - term) * (np.minimum(*q(target, nobs, na)) - 0.3 * nlogp)
-  q1, q2 = q(critic, obs, act)
+  na, nlogp = policy(data.next_observations, data.next_action_noise)
+  y = data.rewards + g * (1 - data.terminations) * (np.minimum(*q(target, data.next_observations, na)) - 0.3 * nlogp)
+  q1, q2 = q(critic, data.observations, data.actions)
   critic_loss = 0.5 * (((q1 - y) ** 2) + ((q2 - y) ** 2)).mean()
-  a, logp = policy(obs, b[:, 2 * O + 2 * A + 2:])
-  actor_loss = (0.3 * logp - np.minimum(*q(critic, obs, a))).mean()
+  a, logp = policy(data.observations, data.action_noise)
+  actor_loss = (0.3 * logp - np.minimum(*q(critic, data.observations, a))).mean()
   alpha_loss = -(math.log(0.3) * (logp + agent.target_entropy)).mean()
 
   copyin(agent.batch_in, b)
@@ -86,10 +84,9 @@ def test_losses_targets_and_temperature_match_numpy(agent):
 
 def test_alpha_moves_towards_the_target_entropy(agent):
   """Entropy above the target (-dim A) -> alpha falls; the gradient of the alpha loss is -(logp + target)."""
-  b = np.zeros((agent.cfg.batch_size, agent.width), np.float32)
-  b[:, 2 * agent.obs_dim + 2 * agent.act_dim + 2:] = 0.0
+  b = np.zeros((agent.cfg.batch_size, agent.cols.width), np.float32)     # zero noise: a = tanh(mean)
   copyin(agent.log_alpha, np.zeros(1, np.float32))
-  for m in agent.adam: copyin(m, np.zeros(m.shape, np.float32))
+  agent.adam.forget()
   copyin(agent.batch_in, b)
   mean, ls = agent._policy(agent.actor, Tensor(np.zeros((1, agent.obs_dim), np.float32)))
   entropy_high = -squashed_gaussian(mean, ls, Tensor(np.zeros((1, agent.act_dim), np.float32)))[1].item() > agent.target_entropy
@@ -107,17 +104,17 @@ def test_actions_in_bounds_for_any_batch_size(agent):
 
 def test_jitted_inputs_refuse_another_shape(agent):
   with pytest.raises(AssertionError, match="does not match"):
-    copyin(agent.batch_in, np.zeros((agent.cfg.batch_size - 1, agent.width), np.float32))
+    copyin(agent.batch_in, np.zeros((agent.cfg.batch_size - 1, agent.cols.width), np.float32))
   with pytest.raises(AssertionError, match="does not match"):
-    copyin(agent.act_in, np.zeros((agent.cfg.num_envs + 1, agent.obs_dim + agent.act_dim), np.float32))
+    copyin(agent.act_in, np.zeros((agent.cfg.num_envs + 1, agent.act_cols.width), np.float32))
 
 
 def test_training_stores_real_transitions_and_stays_finite():
   a = SAC(TASK, 2, Config(num_envs=2, hidden=16, batch_size=8, buffer_size=500, learning_starts=20, gradient_steps=2))
   steps = list(itertools.islice(a.train(), 30))
   assert steps == sorted(steps) and steps[-1] == 60 and a.profile["updates"] == 21
-  r, O, A = a.replay.rows[:a.replay.len], a.obs_dim, a.act_dim
-  assert a.replay.len == 60 and (np.abs(r[:, O:O + A]) <= 1).all() and (r[:, 2 * O + A + 1] == 0).all()  # Pendulum never terminates
+  data = a.replay_cols.split(a.replay.rows[:a.replay.len])
+  assert a.replay.len == 60 and (np.abs(data.actions) <= 1).all() and (data.terminations == 0).all()  # Pendulum never terminates
   assert np.isfinite(a.actor.numpy()).all() and np.isfinite(a.critic.numpy()).all()
 
 
@@ -136,5 +133,5 @@ def test_pink_noise_exploration_and_a_fixed_temperature():
   steps = list(itertools.islice(a.train(), 80))
   assert steps[-1] == 160 and np.isfinite(a.actor.numpy()).all()
   assert a.log_alpha.numpy()[0] == pytest.approx(math.log(0.1))                  # never stepped
-  acts = a.replay.rows[20:a.replay.len:2, 2]                                      # env 0's actions after the random start
+  acts = a.replay_cols.split(a.replay.rows[20:a.replay.len:2]).actions[:, 0]     # env 0's actions after the random start
   assert np.corrcoef(acts[:-1], acts[1:])[0, 1] > 0.3                             # pink: neighbouring actions agree

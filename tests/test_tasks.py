@@ -88,7 +88,8 @@ def test_pixel_tasks_give_channels_first_images_in_training_and_evaluation(name,
 
 def test_a_missing_gymnasium_dependency_names_the_extra_too(tmp_path):
   """Box2D missing (a fresh process where importing it fails): gymnasium's DependencyNotInstalled becomes ours."""
-  import subprocess, sys
+  import subprocess
+  import sys
   code = ("import sys; sys.modules['Box2D'] = None\n"
           "from envs import get_task\n"
           "try: get_task('LunarLander-v3').make_vec(1)\n"

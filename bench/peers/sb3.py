@@ -133,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
   """Run a reference agent and its SB3 counterpart side by side through `pytest bench/`; the session
   ends with the report (verdict, plots) under results/<session>/."""
   import argparse
+
   import pytest
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--seeds", type=int, default=10)

@@ -1,0 +1,132 @@
+"""The pytest plugin of `pytest bench/`: its options (section "rlspeedrun" of `pytest bench/ --help`), their checks,
+one test per (agent, task) and the session report at the end. Loaded by the root conftest.py; the session's state
+and output live in bench/session.py, the test itself in bench/test_time_to_threshold.py."""
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from bench.clock import DEFAULT_TIMER
+
+KNOWN_DEVICES = ("CPU", "CUDA", "NV", "AMD", "METAL", "CL", "QCOM", "WEBGPU", "PYTHON", "NULL", "DSP", "DISK", "REMOTE")
+
+
+def device(s: str) -> str:
+  """A tinygrad device as DEV= takes it: CPU, CUDA, 'AMD:2', ..."""
+  if s.split(":")[0].upper() not in KNOWN_DEVICES:
+    raise argparse.ArgumentTypeError(f"unknown device {s!r}: expected one of {', '.join(KNOWN_DEVICES)} (optionally ':N' or ':RENDERER')")
+  return s
+
+
+def positive_int(s: str) -> int:
+  try: n = int(s)
+  except ValueError: raise argparse.ArgumentTypeError(f"{s!r} is not a whole number") from None
+  if n < 1: raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+  return n
+
+
+def positive_float(s: str) -> float:
+  try: x = float(s)
+  except ValueError: raise argparse.ArgumentTypeError(f"{s!r} is not a number") from None
+  if not x > 0: raise argparse.ArgumentTypeError(f"must be more than 0, got {s}")
+  return x
+
+
+def non_negative_float(s: str) -> float:
+  try: x = float(s)
+  except ValueError: raise argparse.ArgumentTypeError(f"{s!r} is not a number") from None
+  if not x >= 0: raise argparse.ArgumentTypeError(f"must be 0 or more, got {s}")
+  return x
+
+
+def pytest_addoption(parser):
+  # names checked against the plugins a user is likely to have beside this one (pytest-playwright has --device and
+  # --output, pytest-split --group, pytest-repeat --count, pytest-timeout --timeout): none of ours is theirs
+  g = parser.getgroup("rlspeedrun", "rlspeedrun benchmark (pytest bench/)")
+  g.addoption("--agent", dest="rl_agent", action="append", default=[], metavar="AGENT",
+              help="agent to run: a reference or peer name (ppo, dqn, sac, sb3-ppo, ...), an installed entry point "
+                   "(group rlspeedrun.agents), 'pkg.module:Class' or 'path/to/file.py:Class', optionally as NAME=AGENT; "
+                   "repeatable. Default: each task's reference agents")
+  g.addoption("--with-references", dest="rl_with_references", action="store_true",
+              help="also run each task's reference agents beside the --agent entries (the comparison a bounty needs)")
+  g.addoption("--baseline", dest="rl_baseline", default=None, metavar="AGENT",
+              help="agent that the report compares every other agent with (default: the fastest reference agent per task)")
+  g.addoption("--force-compare", dest="rl_force_compare", action="store_true",
+              help="give verdicts even when the compared runs' hardware fingerprints differ or an entry ran unsandboxed")
+  g.addoption("--task", dest="rl_task", action="append", default=[], metavar="TASK",
+              help="task to run (repeatable). Default: the tier's tasks")
+  g.addoption("--tier", dest="rl_tier", default="quick", help="task tier: quick, standard or hard (default: %(default)r)")
+  g.addoption("--seeds", dest="rl_seeds", type=positive_int, default=5, metavar="N",
+              help="timed runs per (agent, task): seeds 0..N-1 (default: %(default)r; 10 for a verdict you publish)")
+  g.addoption("--agent-device", dest="rl_agent_device", type=device, default="CPU", metavar="DEV",
+              help="tinygrad device of the agent's process, as DEV= (CPU, CUDA, AMD, 'AMD:2', ...) (default: %(default)r)")
+  g.addoption("--results-dir", dest="rl_results_dir", default="results", metavar="DIR",
+              help="where run records, report.md and the PNGs go, one folder per session (default: %(default)r)")
+  g.addoption("--cold-start", dest="rl_cold_start", action=argparse.BooleanOptionalAction, default=True,
+              help="also time one run per (agent, task) with an empty kernel cache, reported apart (default: %(default)r)")
+  g.addoption("--hang-timeout", dest="rl_hang_timeout", type=positive_float, default=300.0, metavar="S",
+              help="seconds without a reply from the agent's process (outside its time budget) before it is killed as "
+                   "hung (default: %(default)r)")
+  g.addoption("--eval-seed", dest="rl_eval_seed", type=int, default=None, metavar="N",
+              help="fix the referee's evaluation seed root (to reproduce a run); default: secret, drawn per run")
+  g.addoption("--sandbox", dest="rl_sandbox", default="auto", choices=("auto", "bwrap", "none"),
+              help="the agent's sandbox: bwrap where it works, else none and verdicts on entries refused (auto); "
+                   "bwrap required (bwrap); off (none) (default: %(default)r)")
+  g.addoption("--agent-memory-gb", dest="rl_agent_memory_gb", type=positive_float, default=8.0, metavar="GB",
+              help="address-space limit of each agent process on the CPU device, in GiB (default: %(default)r)")
+  g.addoption("--act-allowance-ms", dest="rl_act_allowance_ms", type=non_negative_float, default=2.0, metavar="MS",
+              help="act() time per call not charged to the training clock; beyond it, charged (default: %(default)r)")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+  # pytest-benchmark's statistics are about time-to-threshold: its timer is the referee's training clock
+  if hasattr(config.option, "benchmark_timer") and "perf_counter" in str(config.option.benchmark_timer):
+    config.option.benchmark_timer = DEFAULT_TIMER
+  # a test whose warm-up failed never reaches the benchmark fixture: its failure says why, this warning nothing
+  config.addinivalue_line("filterwarnings", "ignore:Benchmark fixture was not used at all in this test")
+  from bench.sandbox import SandboxError, probe
+  try: probe(config.getoption("rl_sandbox"))
+  except SandboxError as e: raise pytest.UsageError(f"--sandbox bwrap: {e}") from None
+
+
+def pytest_generate_tests(metafunc):
+  if not {"agent_spec", "task"} <= set(metafunc.fixturenames): return
+  from bench.agent_api import AgentError, resolve_agent
+  from envs import get_task, tasks_in_tier
+  opt = metafunc.config.getoption
+  try:
+    tasks = [get_task(t) for t in opt("rl_task")] or tasks_in_tier(opt("rl_tier"))
+    agent_names = opt("rl_agent")
+    resolved: dict = {}      # each name resolved once (entry points scanned, source found), whatever the tasks
+    pairs = []
+    for t in tasks:
+      names = list(t.agents) if opt("rl_with_references") or not agent_names else []
+      names += [a for a in agent_names if a not in names]
+      for a in names:
+        if a not in resolved: resolved[a] = resolve_agent(a)
+      specs = [resolved[a] for a in names]
+      dup = {s.name for s in specs if sum(x.name == s.name for x in specs) > 1}
+      if dup: raise AgentError(f"two agents are called {', '.join(sorted(dup))}: name one with --agent NAME=AGENT")
+      pairs += [(s, t) for s in specs]
+  except (KeyError, AgentError) as e:
+    raise pytest.UsageError(str(e).strip('"')) from None
+  metafunc.parametrize(("agent_spec", "task"), pairs, ids=[f"{a.name}-{t.name}" for a, t in pairs])
+
+
+@pytest.fixture(scope="session")
+def bench_session(request):
+  return session_of(request.config)
+
+
+def session_of(config):
+  """The session's BenchSession (bench/session.py), made on first use (a session that collects no benchmark makes none)."""
+  from bench.session import BenchSession
+  if not hasattr(config, "_rlspeedrun"): config._rlspeedrun = BenchSession(config)
+  return config._rlspeedrun
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+  bs = getattr(config, "_rlspeedrun", None)
+  if bs is not None: bs.summary(terminalreporter)

@@ -1,0 +1,112 @@
+"""What one `pytest bench/` session shares (the referee's settings, the records file, the runs so far) and what it
+prints: a line per run as it ends, then the summary, the verdicts and where the records and the report went.
+The pytest side (options, parametrization, hooks) is bench/plugin.py."""
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+from dataclasses import asdict
+from datetime import datetime
+
+from bench.clock import DEFAULT_TIMER
+from bench.records import RecordWriter, RunRecord, frame
+from bench.runner import RefereeConfig
+
+
+def new_session_dir(results_dir: str) -> str:
+  """results/<date-time>-<host>, created here; a session that starts in the same second (two terminals, a
+  script starting several) gets -2, -3, ... so that no two sessions share a records file or a report."""
+  base = os.path.join(results_dir, f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{platform.node() or 'host'}")
+  os.makedirs(results_dir, exist_ok=True)
+  for k in range(1, 1000):
+    path = base if k == 1 else f"{base}-{k}"
+    try:
+      os.mkdir(path)
+      return path
+    except FileExistsError: continue
+  raise RuntimeError(f"no free session directory under {results_dir}")
+
+
+def run_line(rec: RunRecord, task) -> str:
+  """One line per finished run: what it reached, the env steps done, and when the last evaluation was (an agent is
+  only evaluated every `eval_every_steps`: a run can train for a long time without one)."""
+  head = f"[{rec.agent} · {rec.task} · seed {rec.seed} · {rec.kernel_cache} cache]"
+  if rec.solved:
+    return (f"{head} solved in {rec.time_to_threshold_s:.2f} s, {rec.steps_to_threshold:,} steps "
+            f"(confirmation {rec.confirmation_return:.1f})")
+  evals = [p for p in rec.curve if p["steps"] > 0]
+  cadence = " or ".join(filter(None, [f"every {task.eval_every_steps:,} steps" if task.eval_every_steps else "",
+                                      f"every {task.eval_every_seconds:g} s" if task.eval_every_seconds else ""]))
+  last = (f"last evaluation at {evals[-1]['steps']:,} steps, return {evals[-1]['return']:.1f}" if evals
+          else f"no evaluation after the untrained one (they come {cadence})")
+  return (f"{head} {rec.status.upper()} after {rec.training_clock_s:.2f} s, {rec.steps:,} env steps done, {last}: "
+          f"{(rec.failure_reason or '').splitlines()[0] if rec.failure_reason else '?'}")
+
+
+def extra_info(agent_spec, task, timed: list[RunRecord], cold: RunRecord | None, records_path: str) -> dict:
+  """pytest-benchmark's extra_info of one (agent, task): the runs behind its timing statistics."""
+  solved = [r for r in timed if r.solved]
+  return {
+    "agent": agent_spec.name, "agent_sha256": agent_spec.source_sha256, "task": task.name, "threshold": task.threshold,
+    "seeds": [r.seed for r in timed], "solved": len(solved), "runs": len(timed), "solve_rate": len(solved) / len(timed),
+    "time_to_threshold_s": [r.time_to_threshold_s for r in timed],
+    "steps_to_threshold": [r.steps_to_threshold for r in timed],
+    "median_steps_to_threshold": statistics.median([r.steps_to_threshold for r in solved]) if solved else None,
+    "confirmation_return": [r.confirmation_return for r in timed],
+    "statuses": [r.status for r in timed], "failure_reasons": [r.failure_reason for r in timed if r.failure_reason],
+    "censored_at_budget_s": task.time_budget_s, "kernel_cache": "warm",
+    "cold_start_time_s": cold.time_to_threshold_s if cold else None, "cold_start_status": cold.status if cold else None,
+    "records": records_path,
+  }
+
+
+class BenchSession:
+  """The referee's settings, the records file and the runs of one session; prints as runs finish."""
+  def __init__(self, config):
+    results = config.getoption("rl_results_dir")
+    self.config = config
+    self.referee = RefereeConfig(device=config.getoption("rl_agent_device"), hang_timeout_s=config.getoption("rl_hang_timeout"),
+                                 eval_seed=config.getoption("rl_eval_seed"), sandbox=config.getoption("rl_sandbox"),
+                                 hidden_dirs=(os.path.abspath(results),), memory_limit_gb=config.getoption("rl_agent_memory_gb"),
+                                 act_allowance_ms=config.getoption("rl_act_allowance_ms"))
+    self.seeds = list(range(config.getoption("rl_seeds")))
+    self.cold_start = config.getoption("rl_cold_start")
+    self.dir = new_session_dir(results)
+    self.writer = RecordWriter(os.path.join(self.dir, "runs.jsonl"))
+    self.records: list[RunRecord] = []
+
+  def write_line(self, line: str, **markup) -> None:
+    """A line in the terminal now, even while pytest captures the test's output."""
+    reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+    capman = self.config.pluginmanager.get_plugin("capturemanager")
+    if reporter and capman:
+      with capman.global_and_fixture_disabled():
+        reporter.ensure_newline()
+        reporter.write_line(line, **markup)
+    else: print(line, flush=True)
+
+  def progress(self, rec: RunRecord, task) -> None:
+    self.records.append(rec)
+    self.write_line(run_line(rec, task))
+
+  def summary(self, tr) -> None:
+    """The end of the session: summary and verdict tables, warnings, where records and report are."""
+    if not self.records: return
+    from bench.report import summary_table, verdict_table, write_report
+    tr.write_sep("=", "rlspeedrun: time-to-threshold (training clock, warm kernel cache)")
+    runs = frame([{**asdict(r), "source_file": self.writer.path} for r in self.records])   # the referee's own, not the file
+    tr.write_line(summary_table(runs).to_string(index=False))
+    report, comparisons, warns = write_report(runs, self.dir, baseline=self.config.getoption("rl_baseline"),
+                                              force=self.config.getoption("rl_force_compare"), sources=self.writer.path)
+    if len(comparisons):
+      tr.write_sep("-", "verdicts (bench/stats.py; PROTOCOL.md section 10)")
+      tr.write_line(verdict_table(comparisons, bold=False).to_string(index=False))
+    for w in warns: tr.write_line(f"warning: {w}", yellow=True)
+    sandboxes = sorted({r.sandbox for r in self.records})
+    if sandboxes != ["bwrap"]: tr.write_line(f"warning: agents ran without a sandbox ({'; '.join(sandboxes)})", yellow=True)
+    tr.write_line(f"run records: {self.writer.path} ({self.writer.count} records; last line sha256 {self.writer.head})")
+    tr.write_line(f"report:      {report} (+ PNGs beside it)")
+    timer = str(getattr(self.config.option, "benchmark_timer", DEFAULT_TIMER))
+    if DEFAULT_TIMER not in timer:
+      tr.write_line(f"warning: --benchmark-timer is {timer}: pytest-benchmark's table is not time-to-threshold", yellow=True)
