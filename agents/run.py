@@ -20,6 +20,8 @@ import numpy as np
 
 from envs import TASKS, get_task
 
+HEARTBEAT_S = 10.0   # a line at least this often while no evaluation is due
+
 
 def evaluate(agent, task, episodes: int, seed: int) -> float:
   """Mean return of `episodes` greedy episodes (agent.act on the whole batch each step, as the referee calls it)."""
@@ -78,16 +80,25 @@ def main(cls: type | str | None = None, argv: list[str] | None = None) -> int:
   agent = cls(task, args.seed)
   train_s, start = time.perf_counter() - t0, time.perf_counter()
   print(f"  constructed in {train_s:.2f} s", flush=True)
-  steps, next_eval, ret, evals = 0, every, float("nan"), 0
+  # the untrained policy first, as the referee does: act() is called (and jitted) before train() ever runs
+  e0 = time.perf_counter()
+  ret, evals = evaluate(agent, task, task.eval_episodes, seed=0), 1
+  print(f"  {train_s:8.2f} s  {0:>10,} steps  return {ret:9.2f}  (untrained; evaluation {time.perf_counter() - e0:.2f} s)", flush=True)
+  start += time.perf_counter() - e0
+  steps, next_eval, said = 0, every, 0.0
   for steps in agent.train():
     if not isinstance(steps, (int, np.integer)): sys.exit(f"train() yielded {steps!r}: yield the cumulative env steps (an int)")
     clock = train_s + time.perf_counter() - start
+    if clock - said >= HEARTBEAT_S and steps < next_eval:   # a slow agent is not evaluated for a long time: say it steps
+      print(f"  {clock:8.2f} s  {steps:>10,} steps  (next evaluation at {next_eval:,} steps)", flush=True)
+      said = clock
     if steps >= next_eval or clock >= seconds or steps >= max_steps:
       e0 = time.perf_counter()
       ret, evals = evaluate(agent, task, task.eval_episodes, seed=10_000 * evals), evals + 1
       eval_s = time.perf_counter() - e0
       start += eval_s                      # evaluation is off the training time, as the referee's
       print(f"  {clock:8.2f} s  {steps:>10,} steps  return {ret:9.2f}  (evaluation {eval_s:.2f} s)", flush=True)
+      said = clock
       next_eval = (steps // every + 1) * every
       if ret >= task.threshold:
         print(f"{name}: reached {ret:.2f} >= {task.threshold:g} after {clock:.2f} s of training, {steps:,} env steps. "

@@ -132,7 +132,7 @@ def plot_time_to_threshold(runs: pd.DataFrame, path: str) -> str:
     ax.set_yscale("log")
     lo = float(g["censored_time_s"].min())
     ax.set_ylim(lo / 1.6, budget * 1.6)
-    _log_seconds(ax, "y")
+    _log_125(ax, "y")
     ax.set_xticks(range(len(present)), present, rotation=15 if len(present) > 3 else 0)
     ax.set_xlim(-0.5, len(present) - 0.5 + 0.6)
     ax.set_ylabel("time-to-threshold (s, training clock, log)")
@@ -160,8 +160,8 @@ def curves_on_grid(runs: pd.DataFrame, grid: np.ndarray) -> np.ndarray:
   return out
 
 
-def _log_seconds(ax, axis: str) -> None:
-  """A log axis of seconds labelled at 1-2-5 steps (0.5, 1, 2, 5, 10, ...), not only at the powers of ten."""
+def _log_125(ax, axis: str) -> None:
+  """A log axis labelled at 1-2-5 steps (0.5, 1, 2, 5, 10, ...), not only at the powers of ten."""
   a = ax.xaxis if axis == "x" else ax.yaxis
   a.set_major_locator(mticker.LogLocator(subs=(1.0, 2.0, 5.0)))
   a.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:g}"))
@@ -201,7 +201,7 @@ def plot_learning_curves(runs: pd.DataFrame, path: str) -> str:
                 va="bottom", ha="right")
     ax.set_xscale("log")
     ax.set_xlim(left, right)
-    _log_seconds(ax, "x")
+    _log_125(ax, "x")
     ax.set_xlabel("training clock (s, log; evaluations of the untrained policy at the left edge)")
     ax.set_ylabel("mean evaluation return")
     ax.set_title(f"{task}: learning curves", fontsize=10)
@@ -228,6 +228,7 @@ def plot_speedup(comparisons: pd.DataFrame, path: str) -> str:
   lo = np.nanmin(np.r_[c["speedup_ci_low"], c["speedup"], 0.5]) / 1.3
   hi = np.nanmax(np.r_[c["speedup_ci_high"], c["speedup"], 2.0]) * 1.3
   ax.set_xlim(lo, hi)
+  _log_125(ax, "x")
   ax.set_yticks(range(len(c)), [f"{r['task']}: {r['entry']} vs {r['baseline']}" for _, r in c.iterrows()])
   ax.set_ylim(-0.7, len(c) - 0.3)
   for i, r in c.iterrows():
@@ -253,6 +254,7 @@ def plot_performance_profile(profile: pd.DataFrame, baselines: dict[str, str], p
   ax.axvline(1.0, color="black", linewidth=1, linestyle=":")
   ax.annotate(" tau = 1: the baseline's median", (1.0, 0.02), fontsize=8)
   ax.set_xscale("log")
+  _log_125(ax, "x")
   ax.set_ylim(-0.02, 1.05)
   ax.set_xlabel("tau = time-to-threshold / baseline's median on the same task (log)")
   ax.set_ylabel("fraction of runs solved within tau")

@@ -123,7 +123,7 @@ def pick_baseline(timed: pd.DataFrame, task: str, baseline: str | None = None) -
     return baseline
   g = timed[timed["task"] == task]
   refs = sorted(set(g.loc[g["agent_kind"] == "reference", "agent"]))
-  if not refs: raise ValueError(f"no reference agent has runs on {task}: name the baseline (--baseline)")
+  if not refs: raise ValueError(f"{task}: no verdict, no reference agent ran on it (add --with-references, or name a --baseline)")
   return min(refs, key=lambda a: (float(np.median(g.loc[g["agent"] == a, "censored_time_s"])), a))
 
 

@@ -17,6 +17,7 @@ def test_an_entry_file_trains_until_it_reaches_the_threshold(capsys):
   assert main(argv=[f"{FAKES}:Scripted", "--task", "CartPole-v1", "--eval-every", "1000"]) == 0
   out = capsys.readouterr().out
   assert "Scripted on CartPole-v1 (seed 0): threshold 475" in out and "1,000 steps" in out
+  assert "(untrained; evaluation" in out                                 # step 0 first, as the referee
   assert "reached 500.00 >= 475 after" in out and "2,000 env steps" in out and "pytest bench/ --agent" in out
 
 

@@ -109,7 +109,7 @@ def test_compare_runs_picks_the_fastest_reference_and_flags_hardware(tmp_path):
 def test_no_reference_and_no_baseline_is_a_clear_warning(tmp_path):
   runs = frame(tmp_path, runs_of("a", [1.0, 2.0]), runs_of("b", [2.0, 3.0]))
   table, warns = compare_runs(runs)
-  assert table.empty and "name the baseline" in warns[0]
+  assert table.empty and "no reference agent ran on it (add --with-references, or name a --baseline)" in warns[0]
 
 
 def test_performance_profile_by_hand(tmp_path):
