@@ -167,4 +167,5 @@ def test_an_entry_below_the_bar_fails_with_the_lines_that_matter_and_nothing_twi
   assert "Task(" not in failure and "def test_time_to_threshold" not in failure
   warm = bench("--agent", "tests/fake_agents.py:WrongShape", "--seeds", "1", results=tmp_path / "w")
   assert "During handling of the above exception" not in warm.stdout and "PytestBenchmarkWarning" not in warm.stdout
-  assert warm.stdout.count("act() returned shape (10, 2)") == 1     # once, not once per chained exception
+  failure = warm.stdout.split("= FAILURES =")[1].split("short test summary")[0]
+  assert failure.count("act() returned shape (10, 2)") == 1         # once, not once per chained exception
