@@ -1,0 +1,185 @@
+"""The regression gate (issue 12, in progress): did a change make training slower, or stop it converging, beyond what
+noise explains? One (agent, task) at a time, from censored times-to-threshold (unsolved runs at the budget) of a
+baseline and of the current code:
+
+- **not comparable**: different hardware fingerprints or tinygrad settings (unless forced);
+- **regressed**: the current code solves fewer seeds than the task's bar while the baseline met it; or it is slower
+  with a one-sided Mann-Whitney p under `alpha` (default 0.01) *and* the whole bootstrap CI of the ratio of medians
+  (current / baseline) above 1 + `tolerance` (default 10 %): significant and large, not one or the other;
+- **improved**: the mirror image (p under alpha, the CI under 1 / (1 + tolerance));
+- **unchanged**: neither, and the CI inside [1 / (1 + tolerance), 1 + tolerance];
+- **inconclusive**: neither, and the CI too wide to say; or a slowdown measured on contended runs (the machine was
+  shared: the runs say so, PROTOCOL.md), which is not called a regression.
+
+Only *regressed* fails a gate. `power` estimates, by resampling recorded runs, how often the gate catches a given
+slowdown with n seeds a side.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import stats
+
+from bench.stats import speedup_ci
+
+ALPHA = 0.01
+TOLERANCE = 0.10
+VERDICTS = ("regressed", "improved", "unchanged", "inconclusive", "not comparable")
+
+
+@dataclass
+class GateResult:
+  runs_baseline: int
+  runs_current: int
+  solve_rate_baseline: float
+  solve_rate_current: float
+  solve_bar: float
+  median_baseline_s: float
+  median_current_s: float
+  ratio: float              # median(current) / median(baseline): > 1 is slower
+  ratio_ci_low: float
+  ratio_ci_high: float
+  p_slower: float           # one-sided Mann-Whitney U: current times stochastically larger
+  p_faster: float
+  contended_runs: int       # current runs marked contended
+  verdict: str
+  why: str
+
+  def as_dict(self) -> dict: return asdict(self)
+
+
+def judge(baseline_times, current_times, baseline_solved, current_solved, *, solve_bar: float, alpha: float = ALPHA,
+          tolerance: float = TOLERANCE, comparable: bool = True, why_not: str = "", contended_runs: int = 0,
+          n_resamples: int = 2000, seed: int = 0) -> GateResult:
+  """The gate's verdict on one (agent, task). Times are censored (an unsolved run at its budget), never dropped."""
+  b, c = np.asarray(baseline_times, float), np.asarray(current_times, float)
+  bs, cs = np.asarray(baseline_solved, bool), np.asarray(current_solved, bool)
+  if len(b) < 2 or len(c) < 2: raise ValueError(f"the gate needs 2 or more runs a side ({len(b)} baseline, {len(c)} current)")
+  if len(b) != len(bs) or len(c) != len(cs): raise ValueError("times and solved flags differ in length")
+  p_slower = float(stats.mannwhitneyu(c, b, alternative="greater").pvalue)
+  p_faster = float(stats.mannwhitneyu(c, b, alternative="less").pvalue)
+  ratio = float(np.median(c) / np.median(b))
+  s_lo, s_hi = speedup_ci(b, c, n_resamples=n_resamples, seed=seed)     # CI of median(c) / median(b)
+  lo, hi = s_lo, s_hi
+  rb, rc = float(bs.mean()), float(cs.mean())
+
+  def result(verdict: str, why: str) -> GateResult:
+    return GateResult(runs_baseline=len(b), runs_current=len(c), solve_rate_baseline=rb, solve_rate_current=rc,
+                      solve_bar=solve_bar, median_baseline_s=float(np.median(b)), median_current_s=float(np.median(c)),
+                      ratio=ratio, ratio_ci_low=lo, ratio_ci_high=hi, p_slower=p_slower, p_faster=p_faster,
+                      contended_runs=contended_runs, verdict=verdict, why=why)
+
+  if not comparable: return result("not comparable", why_not or "the two sides ran on different machines or settings")
+  if rc < solve_bar <= rb:
+    if contended_runs: return result("inconclusive", f"solves {cs.sum()}/{len(c)}, under the bar {solve_bar:.0%}, on contended runs")
+    return result("regressed", f"solves {cs.sum()}/{len(c)} seeds, under the bar {solve_bar:.0%} (baseline {bs.sum()}/{len(b)})")
+  up, down = 1 + tolerance, 1 / (1 + tolerance)
+  if p_slower < alpha and lo > up:
+    if contended_runs: return result("inconclusive", f"{ratio:.2f}x slower, but {contended_runs} run(s) were contended")
+    return result("regressed", f"{ratio:.2f}x slower [{lo:.2f}, {hi:.2f}], p {p_slower:.2g} < {alpha:g}")
+  if p_faster < alpha and hi < down: return result("improved", f"{1 / ratio:.2f}x faster [{1 / hi:.2f}, {1 / lo:.2f}]")
+  if down <= lo and hi <= up: return result("unchanged", f"ratio {ratio:.2f} [{lo:.2f}, {hi:.2f}] within {tolerance:.0%}")
+  return result("inconclusive", f"ratio {ratio:.2f} [{lo:.2f}, {hi:.2f}]: too wide to tell (more seeds)")
+
+
+def power(times, solved, slowdown: float, n: int, *, solve_bar: float, trials: int = 200, alpha: float = ALPHA,
+          tolerance: float = TOLERANCE, seed: int = 0) -> float:
+  """The fraction of `trials` in which the gate says *regressed* when the current side is the recorded runs times
+  `slowdown` (1.3: 30 % slower; 1.0: an A/A test, whose answer is the false-alarm rate), n seeds a side drawn with
+  replacement from the records. Solved runs slowed past the budget are not re-censored: a lower bound on the alarm."""
+  rng = np.random.default_rng(seed)
+  t, s = np.asarray(times, float), np.asarray(solved, bool)
+  hits = 0
+  for k in range(trials):
+    i, j = rng.integers(0, len(t), n), rng.integers(0, len(t), n)
+    r = judge(t[i], t[j] * slowdown, s[i], s[j], solve_bar=solve_bar, alpha=alpha, tolerance=tolerance, n_resamples=500, seed=k)
+    hits += r.verdict == "regressed"
+  return hits / trials
+
+
+ORDER = {v: i for i, v in enumerate(("regressed", "not comparable", "inconclusive", "improved", "unchanged"))}
+
+
+def _settings(runs) -> set[tuple]:
+  """What must match besides the hardware: the device and the tinygrad settings (BEAM, ...) the runs were made with."""
+  cols = sorted(c for c in runs.columns if c.startswith("tinygrad_env.")) + ["device"]
+  return {tuple(str(v) for v in row) for row in runs.reindex(columns=cols).itertuples(index=False)}
+
+
+def gate_runs(baseline, current, *, alpha: float = ALPHA, tolerance: float = TOLERANCE, force: bool = False):
+  """Every (agent, task) with timed runs on both sides, judged; rows sorted with the failing pairs first. `baseline`
+  and `current` are run frames (bench.records.load_runs). Returns (a DataFrame, warnings)."""
+  import pandas as pd
+
+  from bench.stats import fingerprints
+  b_all, c_all = baseline[baseline["role"] == "timed"], current[current["role"] == "timed"]
+  rows, warnings = [], []
+  keys = sorted(set(zip(b_all["agent"], b_all["task"])) | set(zip(c_all["agent"], c_all["task"])))
+  for agent, task in keys:
+    b = b_all[(b_all["agent"] == agent) & (b_all["task"] == task)]
+    c = c_all[(c_all["agent"] == agent) & (c_all["task"] == task)]
+    if len(b) < 2 or len(c) < 2:
+      warnings.append(f"{agent} on {task}: {len(b)} baseline and {len(c)} current timed runs; the gate needs 2 a side")
+      continue
+    why = []
+    if fingerprints(b) != fingerprints(c): why.append("hardware fingerprints differ")
+    if _settings(b) != _settings(c): why.append("device or tinygrad settings differ")
+    contended = int(c["contended"].fillna(False).astype(bool).sum()) if "contended" in c else 0
+    r = judge(b["censored_time_s"], c["censored_time_s"], b["solved"], c["solved"], solve_bar=float(c["solve_bar"].max()),
+              alpha=alpha, tolerance=tolerance, comparable=force or not why, why_not="; ".join(why), contended_runs=contended)
+    rows.append({"agent": agent, "task": task, **r.as_dict()})
+  cols = ["agent", "task", *GateResult.__dataclass_fields__]
+  df = pd.DataFrame(rows, columns=cols)
+  if len(df): df = df.sort_values(["verdict", "task", "agent"], key=lambda s: s.map(ORDER) if s.name == "verdict" else s).reset_index(drop=True)
+  return df, warnings
+
+
+def gate_table(df):
+  """The gate's rows for people: few columns, the verdict first."""
+  import pandas as pd
+  return pd.DataFrame({
+    "verdict": df["verdict"], "agent": df["agent"], "task": df["task"],
+    "median s (baseline -> current)": [f"{b:.2f} -> {c:.2f}" for b, c in zip(df["median_baseline_s"], df["median_current_s"])],
+    "ratio [CI]": [f"{r:.2f} [{lo:.2f}, {hi:.2f}]" for r, lo, hi in zip(df["ratio"], df["ratio_ci_low"], df["ratio_ci_high"])],
+    "p slower": [f"{p:.2g}" for p in df["p_slower"]],
+    "solved": [f"{b:.0%} -> {c:.0%}" for b, c in zip(df["solve_rate_baseline"], df["solve_rate_current"])],
+    "runs": [f"{b} / {c}" for b, c in zip(df["runs_baseline"], df["runs_current"])],
+    "why": df["why"],
+  })
+
+
+def main(argv: list[str] | None = None) -> int:
+  """`python -m bench.gate BASELINE CURRENT`: the gate on two sets of stored runs; exit 1 when a pair regressed."""
+  import argparse
+  import sys
+
+  import pandas as pd
+
+  from bench.records import TamperedRecords, load_runs
+  p = argparse.ArgumentParser(prog="python -m bench.gate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("baseline", help="the baseline's runs: a session directory, a runs.jsonl, or a directory of sessions")
+  p.add_argument("current", nargs="+", help="the current runs (one or more sources, pooled)")
+  p.add_argument("--alpha", type=float, default=ALPHA, help="one-sided Mann-Whitney level (default: %(default)r)")
+  p.add_argument("--tolerance", type=float, default=TOLERANCE, help="slowdown the CI of the ratio must exceed (default: %(default)r)")
+  p.add_argument("--force", action="store_true", help="judge even when hardware or settings differ")
+  args = p.parse_args(argv)
+  try: base, cur = load_runs(args.baseline), pd.concat([load_runs(s) for s in args.current], ignore_index=True)
+  except (TamperedRecords, FileNotFoundError) as e:
+    print(f"refused: {e}", file=sys.stderr)
+    return 2
+  if base.empty or cur.empty:
+    print("no runs on one side", file=sys.stderr)
+    return 2
+  df, warns = gate_runs(base, cur, alpha=args.alpha, tolerance=args.tolerance, force=args.force)
+  if len(df): print(gate_table(df).to_string(index=False))
+  for w in warns: print(f"warning: {w}", file=sys.stderr)
+  bad = df[df["verdict"] == "regressed"]
+  for _, r in bad.iterrows():
+    print(f"regressed: {r['agent']} on {r['task']}: {r['why']}; reproduce: pytest bench/ --agent {r['agent']} --task {r['task']} "
+          f"--seeds {r['runs_current']}")
+  return 1 if len(bad) else 0
+
+
+if __name__ == "__main__":
+  raise SystemExit(main())
