@@ -52,7 +52,7 @@ def check(actions, space: gym.Space, n: int) -> None:
 
 def main(cls: type | str | None = None, argv: list[str] | None = None) -> int:
   """The command line; `cls` is the agent class (or its 'module:Class' target), else the first argument names it."""
-  prog = None if cls is None else f"python -m {(cls if isinstance(cls, str) else cls.__module__).split(':')[0]}"
+  prog = "python -m agents.run" if cls is None else f"python -m {(cls if isinstance(cls, str) else cls.__module__).split(':')[0]}"
   p = argparse.ArgumentParser(prog=prog, description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   if cls is None: p.add_argument("agent", help="'path/to/file.py:Class', 'package.module:Class' or a reference (ppo, dqn, sac)")

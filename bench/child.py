@@ -31,8 +31,29 @@ def _preload(modules: list[str]) -> P.Loaded:
   from tinygrad import Device
   global DEVICE
   DEVICE = Device[Device.DEFAULT]      # the device the referee asked for (DEV=), kept: the agent may change DEFAULT
+  _start_compile_pool()
   return P.Loaded(pid=os.getpid(), tinygrad_version=str(getattr(tinygrad, "__version__", "") or _dist_version("tinygrad")),
                   tinygrad_device=str(Device.DEFAULT))
+
+
+def _pool_ready(_: int) -> int:
+  """In a compile worker: the import its compile tasks need, and a moment, so that each worker takes one."""
+  import tinygrad.engine.realize  # noqa: F401
+  time.sleep(0.2)
+  return os.getpid()
+
+
+def _start_compile_pool() -> None:
+  """tinygrad's pool of compile worker processes, started now (untimed start-up, like the imports) with every worker
+  up. Else it starts when several kernels are first lowered at once, which for most agents is the first act() of the
+  untrained evaluation: the workers' imports then run on into the following act() calls, and the referee counts them
+  as work while train() is suspended (an honest PPO Pendulum run failed that way). The referee also keeps its workers
+  for the whole run (BEAM_MAX_TASKS_PER_CHILD, unless set), so that no replacement starts up during an evaluation."""
+  from tinygrad.engine.worker import get_worker_pool
+
+  import bench.child as this  # run as __main__, which the workers cannot import: name the function by its module
+  pool = get_worker_pool()
+  if pool is not None: pool.map(this._pool_ready, range(getattr(pool, "_processes", 1)), chunksize=1)
 
 
 def _dist_version(name: str) -> str:

@@ -63,6 +63,7 @@ class Child:
     env = {**os.environ, **config.extra_env, "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])),
            "HOME": scratch, "TMPDIR": scratch, "PYTHONDONTWRITEBYTECODE": "1"}
     if config.device: env["DEV"] = config.device
+    env.setdefault("BEAM_MAX_TASKS_PER_CHILD", "1000000")   # compile workers kept for the run (bench/child.py _start_compile_pool)
     if cache_db: env["CACHEDB"] = cache_db
     if self.sandbox.kind != "none": env["RLSPEEDRUN_SANDBOX"] = self.sandbox.kind
     argv = self.sandbox.wrap([sys.executable, "-m", "bench.child", str(theirs.fileno())], scratch=scratch,

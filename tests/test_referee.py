@@ -240,3 +240,22 @@ def _alive(pid: int) -> bool:
   try:
     with open(f"/proc/{pid}/stat") as f: return f.read().rsplit(")", 1)[1].split()[0] != "Z"
   except FileNotFoundError: return False
+
+
+def test_tinygrads_compile_workers_are_up_before_the_clock_starts(tmp_path):
+  """Started in the untimed start-up (bench/child.py _start_compile_pool): else they start in the first act() of the
+  untrained evaluation and their imports run on into the next calls, which the referee counts as work while train()
+  is suspended (an honest PPO Pendulum run failed so in CI)."""
+  from bench.runner import Child
+  from tinygrad.helpers import PARALLEL
+  child = Child.for_agent(CONFIG, fake("Scripted"), str(tmp_path))
+  try:
+    child.load(TASK, fake("Scripted"))
+    procs = child.cpu.snapshot()
+    workers = [p for p in procs if "spawn_main" in " ".join(p.cmdline())]
+    assert len(workers) >= min(PARALLEL.value, 1)
+    before = child.cpu.scan()
+    time.sleep(1.0)
+    assert child.cpu.scan() - before < 0.2              # up and idle: their imports are done
+  finally:
+    child.close()
