@@ -246,8 +246,9 @@ def test_tinygrads_compile_workers_are_up_before_the_clock_starts(tmp_path):
   """Started in the untimed start-up (bench/child.py _start_compile_pool): else they start in the first act() of the
   untrained evaluation and their imports run on into the next calls, which the referee counts as work while train()
   is suspended (an honest PPO Pendulum run failed so in CI)."""
-  from bench.runner import Child
   from tinygrad.helpers import PARALLEL
+
+  from bench.runner import Child
   child = Child.for_agent(CONFIG, fake("Scripted"), str(tmp_path))
   try:
     child.load(TASK, fake("Scripted"))
