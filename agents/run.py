@@ -25,29 +25,18 @@ HEARTBEAT_S = 10.0   # a line at least this often while no evaluation is due
 
 def evaluate(agent, task, episodes: int, seed: int) -> float:
   """Mean return of `episodes` greedy episodes (agent.act on the whole batch each step, as the referee calls it)."""
-  envs = task.gym_make_vec(episodes, vectorization_mode="sync")
-  try:
-    obs, _ = envs.reset(seed=[seed + i for i in range(episodes)])
-    returns, done = np.zeros(episodes), np.zeros(episodes, bool)
-    for _ in range(task.max_episode_steps()):
-      actions = agent.act(obs)
-      check(actions, envs.single_action_space, episodes)
-      obs, rew, term, trunc, _ = envs.step(actions)
-      returns += np.where(done, 0.0, rew)
-      done |= term | trunc
-      if done.all(): break
-    return float(returns.mean())
-  finally: envs.close()
+  return float(task.run_episodes(agent.act, [seed + i for i in range(episodes)], check=check).mean())
 
 
-def check(actions, space: gym.Space, n: int) -> None:
-  """What the referee refuses too (bench/agent_api.py check_actions), said with the fix."""
+def check(actions, space: gym.Space, n: int) -> np.ndarray:
+  """What the referee refuses too (bench/agent_api.py check_actions), said with the fix; the actions to step with."""
   if not isinstance(actions, np.ndarray):
     sys.exit(f"act() returned a {type(actions).__name__}: return a numpy array (np.asarray(actions))")
   want = (n,) if isinstance(space, gym.spaces.Discrete) else (n, *space.shape)
   if actions.shape != want: sys.exit(f"act() returned shape {actions.shape} for {n} observations, expected {want}")
   if isinstance(space, gym.spaces.Discrete) and actions.dtype.kind not in "iu":
     sys.exit(f"act() returned dtype {actions.dtype}: a Discrete space needs integers (return actions.astype(np.int64))")
+  return actions
 
 
 def main(cls: type | str | None = None, argv: list[str] | None = None) -> int:

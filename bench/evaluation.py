@@ -26,23 +26,6 @@ class EvalSeeds:
 
 
 def evaluate(task, policy: Callable[[np.ndarray], np.ndarray], seeds: list[int]) -> np.ndarray:
-  """Run one episode per seed, all at once in a vector env, with `policy(obs_batch) -> actions`.
-
-  The policy always receives the full batch (len(seeds) observations, finished envs included) so that
-  an agent sees one fixed batch size per evaluation kind; actions of finished envs are ignored.
-  Returns the undiscounted return of each episode."""
-  n = len(seeds)
-  envs = task.gym_make_vec(n, vectorization_mode="sync")
-  try:
-    max_steps = envs.spec.max_episode_steps if envs.spec and envs.spec.max_episode_steps else 100_000
-    obs, _ = envs.reset(seed=seeds)
-    returns, done = np.zeros(n), np.zeros(n, dtype=bool)
-    for _ in range(max_steps):
-      actions = check_actions(policy(obs), envs.single_action_space, n)
-      obs, rew, term, trunc, _ = envs.step(actions)
-      returns += np.where(done, 0.0, rew)
-      done |= term | trunc
-      if done.all(): break
-    return returns
-  finally:
-    envs.close()
+  """One episode per seed with `policy(obs_batch) -> actions`, every batch of actions checked against the interface
+  (check_actions); the returns of the episodes (envs.Task.run_episodes)."""
+  return task.run_episodes(policy, seeds, check=check_actions)

@@ -60,8 +60,7 @@ def judge(baseline_times, current_times, baseline_solved, current_solved, *, sol
   p_slower = float(stats.mannwhitneyu(c, b, alternative="greater").pvalue)
   p_faster = float(stats.mannwhitneyu(c, b, alternative="less").pvalue)
   ratio = float(np.median(c) / np.median(b))
-  s_lo, s_hi = speedup_ci(b, c, n_resamples=n_resamples, seed=seed)     # CI of median(c) / median(b)
-  lo, hi = s_lo, s_hi
+  lo, hi = speedup_ci(b, c, n_resamples=n_resamples, seed=seed)     # CI of median(c) / median(b)
   rb, rc = float(bs.mean()), float(cs.mean())
 
   def result(verdict: str, why: str) -> GateResult:

@@ -26,18 +26,17 @@ def positive_int(s: str) -> int:
   return n
 
 
-def positive_float(s: str) -> float:
-  try: x = float(s)
-  except ValueError: raise argparse.ArgumentTypeError(f"{s!r} is not a number") from None
-  if not x > 0: raise argparse.ArgumentTypeError(f"must be more than 0, got {s}")
-  return x
+def _float_at_least(low: float, strict: bool):
+  """An argparse type: a float over `low` (strict) or at least `low`."""
+  def parse(s: str) -> float:
+    try: x = float(s)
+    except ValueError: raise argparse.ArgumentTypeError(f"{s!r} is not a number") from None
+    if not (x > low if strict else x >= low): raise argparse.ArgumentTypeError(f"must be {'more than' if strict else 'at least'} {low:g}, got {s}")
+    return x
+  return parse
 
 
-def non_negative_float(s: str) -> float:
-  try: x = float(s)
-  except ValueError: raise argparse.ArgumentTypeError(f"{s!r} is not a number") from None
-  if not x >= 0: raise argparse.ArgumentTypeError(f"must be 0 or more, got {s}")
-  return x
+positive_float, non_negative_float = _float_at_least(0.0, strict=True), _float_at_least(0.0, strict=False)
 
 
 def pytest_addoption(parser):

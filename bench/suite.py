@@ -85,7 +85,7 @@ class Suite:
     self.on_warning(f"warning: {self.agent.name} on {self.task.name}: act() took {dt * 1e3:.0f} ms for a batch of {n} after the "
                     f"warm-up's training; an evaluation calls it up to {steps:,} times (about {dt * steps:.0f} s of wall time, "
                     f"{max(dt - self.config.act_allowance_ms / 1e3, 0) * steps:.0f} s of it charged to the training clock): "
-                    "jit it (TinyJit, one fixed-shape buffer per batch size; agents/common.py GreedyCache)")
+                    "jit it (TinyJit, one fixed-shape buffer per batch size: agents/common.py Greedy)")
 
   def cold_start(self, seed: int) -> RunRecord:
     """A timed run with an empty kernel cache: reported apart from the warm runs."""

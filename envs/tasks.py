@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 
 from envs.counting import CountEpisodeSteps, CountVectorSteps
 from envs.extras import atari_preprocessing, channels_first, ensure_registered, needs_extra
@@ -93,6 +94,25 @@ class Task:
       ensure_registered(self.env_id, self.extra)
       limit = self.env_kwargs.get("max_episode_steps") or gym.spec(self.env_id).max_episode_steps
     return int(limit or 100_000)
+
+  def run_episodes(self, policy: Callable, seeds: list[int], check: Callable = lambda actions, space, n: actions) -> np.ndarray:
+    """One episode per seed, all at once in a sync vector env, with `policy(obs_batch) -> actions`; `check(actions,
+    space, n)` validates what the policy returned and gives what to step with. The policy always receives the full batch
+    (len(seeds) observations, finished envs included), so that it sees one fixed batch size; actions of finished envs
+    are ignored. Returns the undiscounted return of each episode (the referee's evaluation, and agents/run.py's)."""
+    n = len(seeds)
+    envs = self.gym_make_vec(n, vectorization_mode="sync")
+    try:
+      obs, _ = envs.reset(seed=seeds)
+      returns, done = np.zeros(n), np.zeros(n, dtype=bool)
+      for _ in range(self.max_episode_steps()):
+        obs, rew, term, trunc, _ = envs.step(check(policy(obs), envs.single_action_space, n))
+        returns += np.where(done, 0.0, rew)
+        done |= term | trunc
+        if done.all(): break
+      return returns
+    finally:
+      envs.close()
 
   def spaces(self) -> tuple[gym.Space, gym.Space]:
     env = self.gym_make()
