@@ -3,6 +3,8 @@ in-place buffer reads and writes, named batch columns, a numpy replay buffer, gr
 the profile of where the time went."""
 from __future__ import annotations
 
+import dataclasses
+import os
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -57,6 +59,23 @@ def adam_step(theta: Tensor, mv: Tensor, betas: Tensor, g: Tensor, lr_t: Tensor,
   new = theta.detach() - lr_t * mv[0] / (mv[1].sqrt() + eps)
   theta.assign(new)
   return new
+
+
+def overridden(cfg, var: str):
+  """`cfg` with the fields named in the environment variable `var` replaced: PPO_CONFIG="lr=1e-4 num_envs=16". For
+  tuning (agents/TUNING.md) and for the regression gate's demonstration of a slowed variant (README); the referee
+  records these variables in each run (`agent_env`), so that a changed configuration is never mistaken for the
+  reference's. An unknown field or a value of the wrong type is an error, not ignored."""
+  text = os.environ.get(var, "").strip()
+  if not text: return cfg
+  fields, changes = {f.name: f for f in dataclasses.fields(cfg)}, {}
+  for item in text.replace(",", " ").split():
+    key, sep, value = item.partition("=")
+    if not sep or key not in fields: raise ValueError(f"{var}: {item!r} is not FIELD=VALUE with a field of {type(cfg).__name__} ({', '.join(fields)})")
+    old = getattr(cfg, key)
+    try: changes[key] = (value.lower() in ("1", "true", "yes")) if isinstance(old, bool) else type(old)(value) if old is not None else value
+    except ValueError: raise ValueError(f"{var}: {key}={value!r} is not a {type(old).__name__}") from None
+  return dataclasses.replace(cfg, **changes)
 
 
 def copyout(t: Tensor, out: np.ndarray) -> np.ndarray:

@@ -23,7 +23,7 @@ import numpy as np
 from tinygrad import Tensor, TinyJit, dtypes
 from tinygrad.helpers import Context
 
-from agents.common import Adam, Columns, Greedy, Profile, Replay, copyin, mlp_layout, orthogonal, relu_mlp, views
+from agents.common import Adam, Columns, Greedy, Profile, Replay, copyin, mlp_layout, orthogonal, overridden, relu_mlp, views
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ def replay_columns(obs_dim: int) -> Columns:
 
 class DQN:
   def __init__(self, task, seed: int, config: Config | None = None):
-    self.cfg = cfg = config or TASK_CONFIGS.get(task.name, Config())
+    self.cfg = cfg = config or overridden(TASK_CONFIGS.get(task.name, Config()), "DQN_CONFIG")
     self.task, self.seed = task, seed
     self.envs = task.make_vec(cfg.num_envs)
     obs_space, act_space = self.envs.single_observation_space, self.envs.single_action_space

@@ -26,7 +26,7 @@ import numpy as np
 from tinygrad import Tensor, TinyJit, dtypes
 from tinygrad.helpers import Context
 
-from agents.common import Adam, Columns, Greedy, Profile, RunningMeanStd, copyin, copyout, mlp_layout, orthogonal, views
+from agents.common import Adam, Columns, Greedy, Profile, RunningMeanStd, copyin, copyout, mlp_layout, orthogonal, overridden, views
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ class PPO:
     return super().__new__(variant(task) if cls is PPO else cls)    # `ppo` on any task: the variant for its spaces
 
   def __init__(self, task, seed: int, config: Config | None = None):
-    self.cfg = cfg = config or self.TASK_CONFIGS.get(task.name, Config())
+    self.cfg = cfg = config or overridden(self.TASK_CONFIGS.get(task.name, Config()), "PPO_CONFIG")
     self.task, self.seed = task, seed
     self.envs = task.make_vec(cfg.num_envs)
     obs_space, act_space = self.envs.single_observation_space, self.envs.single_action_space

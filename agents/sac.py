@@ -24,7 +24,7 @@ import numpy as np
 from tinygrad import Tensor, TinyJit
 from tinygrad.helpers import Context
 
-from agents.common import Adam, Columns, Greedy, Profile, Replay, copyin, copyout, mlp_layout, relu_mlp, views
+from agents.common import Adam, Columns, Greedy, Profile, Replay, copyin, copyout, mlp_layout, overridden, relu_mlp, views
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
@@ -105,7 +105,7 @@ def squashed_gaussian(mean: Tensor, log_std: Tensor, noise: Tensor) -> tuple[Ten
 
 class SAC:
   def __init__(self, task, seed: int, config: Config | None = None):
-    self.cfg = cfg = config or TASK_CONFIGS.get(task.name, Config())
+    self.cfg = cfg = config or overridden(TASK_CONFIGS.get(task.name, Config()), "SAC_CONFIG")
     self.task, self.seed = task, seed
     self.envs = task.make_vec(cfg.num_envs)
     obs_space, act_space = self.envs.single_observation_space, self.envs.single_action_space

@@ -46,6 +46,21 @@ class TreeCPU:
       ticks += sum(int(x) for x in fields[11:15])   # utime, stime, cutime, cstime
     return ticks / TICK
 
+  def sched(self) -> tuple[float, float]:
+    """(on-CPU seconds, run-queue wait seconds) of the threads of the processes found so far, from the kernel's
+    /proc/<pid>/task/<tid>/schedstat: the wait is time a thread was ready to run and no core was free for it, the
+    direct measure of a shared machine (threads that have exited are not in it)."""
+    run = wait = 0
+    for pid in list(self.fds):
+      try: tids = os.listdir(f"/proc/{pid}/task")
+      except OSError: continue
+      for tid in tids:
+        try:
+          with open(f"/proc/{pid}/task/{tid}/schedstat", "rb") as f: a = f.read().split()
+          run, wait = run + int(a[0]), wait + int(a[1])
+        except (OSError, ValueError, IndexError): pass
+    return run / 1e9, wait / 1e9
+
   def snapshot(self) -> list[psutil.Process]:
     """The tree's processes now (psutil keeps them identified after they are re-parented)."""
     try: return [self.root, *self.root.children(recursive=True)]

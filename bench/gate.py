@@ -7,7 +7,7 @@ baseline and of the current code:
   with a one-sided Mann-Whitney p under `alpha` (default 0.01) *and* the whole bootstrap CI of the ratio of medians
   (current / baseline) above 1 + `tolerance` (default 10 %): significant and large, not one or the other;
 - **improved**: the mirror image (p under alpha, the CI under 1 / (1 + tolerance));
-- **unchanged**: neither, and the CI inside [1 / (1 + tolerance), 1 + tolerance];
+- **unchanged**: neither, and the CI inside [1 / (1 + tolerance), 1 + tolerance], from 5 or more runs a side;
 - **inconclusive**: neither, and the CI too wide to say; or a slowdown measured on contended runs (the machine was
   shared: the runs say so, PROTOCOL.md), which is not called a regression.
 
@@ -21,10 +21,13 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import stats
 
+from bench.calibrate import SPEED_TOLERANCE, speed_ratio
 from bench.stats import speedup_ci
 
 ALPHA = 0.01
 TOLERANCE = 0.10
+MIN_RUNS_UNCHANGED = 5   # a bootstrap CI of a median from fewer runs a side is too narrow to trust (and Mann-Whitney
+                         # cannot reach p < 0.01 one-sided under 5 a side: 4 and 4 give at best 1/70)
 VERDICTS = ("regressed", "improved", "unchanged", "inconclusive", "not comparable")
 
 
@@ -70,14 +73,21 @@ def judge(baseline_times, current_times, baseline_solved, current_solved, *, sol
                       contended_runs=contended_runs, verdict=verdict, why=why)
 
   if not comparable: return result("not comparable", why_not or "the two sides ran on different machines or settings")
+  shared = (f"{contended_runs} of {len(c)} current runs were contended (the machine was shared while they trained: rerun "
+            "on a quiet machine)") if contended_runs else ""
   if rc < solve_bar <= rb:
-    if contended_runs: return result("inconclusive", f"solves {cs.sum()}/{len(c)}, under the bar {solve_bar:.0%}, on contended runs")
+    if shared: return result("inconclusive", f"solves {cs.sum()}/{len(c)}, under the bar {solve_bar:.0%}, but {shared}")
     return result("regressed", f"solves {cs.sum()}/{len(c)} seeds, under the bar {solve_bar:.0%} (baseline {bs.sum()}/{len(b)})")
   up, down = 1 + tolerance, 1 / (1 + tolerance)
   if p_slower < alpha and lo > up:
-    if contended_runs: return result("inconclusive", f"{ratio:.2f}x slower, but {contended_runs} run(s) were contended")
+    if shared: return result("inconclusive", f"{ratio:.2f}x slower [{lo:.2f}, {hi:.2f}], p {p_slower:.2g}, but {shared}")
     return result("regressed", f"{ratio:.2f}x slower [{lo:.2f}, {hi:.2f}], p {p_slower:.2g} < {alpha:g}")
+  if shared and ratio > 1:
+    return result("inconclusive", f"ratio {ratio:.2f} [{lo:.2f}, {hi:.2f}], p {p_slower:.2g}: {shared}")
   if p_faster < alpha and hi < down: return result("improved", f"{1 / ratio:.2f}x faster [{1 / hi:.2f}, {1 / lo:.2f}]")
+  if min(len(b), len(c)) < MIN_RUNS_UNCHANGED:
+    return result("inconclusive", f"ratio {ratio:.2f} [{lo:.2f}, {hi:.2f}] from {min(len(b), len(c))} runs a side: "
+                                  f"{MIN_RUNS_UNCHANGED} needed to call it unchanged")
   if down <= lo and hi <= up: return result("unchanged", f"ratio {ratio:.2f} [{lo:.2f}, {hi:.2f}] within {tolerance:.0%}")
   return result("inconclusive", f"ratio {ratio:.2f} [{lo:.2f}, {hi:.2f}]: too wide to tell (more seeds)")
 
@@ -97,6 +107,38 @@ def power(times, solved, slowdown: float, n: int, *, solve_bar: float, trials: i
   return hits / trials
 
 
+POWER_SLOWDOWNS = (1.1, 1.2, 1.5)
+POWER_SEEDS = (5, 10, 20)
+
+
+def power_table(runs, *, alpha: float = ALPHA, tolerance: float = TOLERANCE, trials: int = 100, min_runs: int = 5):
+  """For each (agent, task) with `min_runs` or more timed runs: the gate's chance of calling a 10, 20 and 50 %
+  slowdown *regressed* with 5, 10 and 20 seeds a side, and its false-alarm rate (A/A) at 10, by resampling the
+  recorded runs (`power`). A slowdown no larger than the tolerance is, by design, never called a regression."""
+  import pandas as pd
+  timed = runs[runs["role"] == "timed"]
+  rows = []
+  for (agent, task), g in timed.groupby(["agent", "task"]):
+    if len(g) < min_runs: continue
+    t, s, bar = g["censored_time_s"].to_numpy(float), g["solved"].to_numpy(bool), float(g["solve_bar"].max())
+    row = {"agent": agent, "task": task, "runs": len(g)}
+    for k, sd in enumerate(POWER_SLOWDOWNS):
+      for n in POWER_SEEDS:
+        row[f"+{sd - 1:.0%} @ {n}"] = power(t, s, sd, n, solve_bar=bar, trials=trials, alpha=alpha, tolerance=tolerance, seed=k)
+    row["false alarms @ 10"] = power(t, s, 1.0, 10, solve_bar=bar, trials=trials, alpha=alpha, tolerance=tolerance, seed=99)
+    rows.append(row)
+  return pd.DataFrame(rows)
+
+
+def recommend_seeds(table, slowdown: float = 1.2, target: float = 0.8) -> dict:
+  """The fewest seeds (of POWER_SEEDS) that catch `slowdown` with at least `target` power, per (agent, task)."""
+  out = {}
+  for _, r in table.iterrows():
+    ok = [n for n in POWER_SEEDS if r[f"+{slowdown - 1:.0%} @ {n}"] >= target]
+    out[(r["agent"], r["task"])] = min(ok) if ok else None
+  return out
+
+
 ORDER = {v: i for i, v in enumerate(("regressed", "not comparable", "inconclusive", "improved", "unchanged"))}
 
 
@@ -104,6 +146,12 @@ def _settings(runs) -> set[tuple]:
   """What must match besides the hardware: the device and the tinygrad settings (BEAM, ...) the runs were made with."""
   cols = sorted(c for c in runs.columns if c.startswith("tinygrad_env.")) + ["device"]
   return {tuple(str(v) for v in row) for row in runs.reindex(columns=cols).itertuples(index=False)}
+
+
+def _calibrations(runs) -> list[dict]:
+  """Each run's machine-speed score (bench/calibrate.py), from the frame's flattened columns."""
+  if "calibration.score_s" not in runs: return []
+  return [{"workload": w, "score_s": x} for w, x in zip(runs["calibration.workload"], runs["calibration.score_s"]) if x == x]
 
 
 def gate_runs(baseline, current, *, alpha: float = ALPHA, tolerance: float = TOLERANCE, force: bool = False):
@@ -124,11 +172,16 @@ def gate_runs(baseline, current, *, alpha: float = ALPHA, tolerance: float = TOL
     why = []
     if fingerprints(b) != fingerprints(c): why.append("hardware fingerprints differ")
     if _settings(b) != _settings(c): why.append("device or tinygrad settings differ")
+    speed = speed_ratio(_calibrations(c), _calibrations(b))
+    if speed is not None and not 1 / (1 + SPEED_TOLERANCE) <= speed <= 1 + SPEED_TOLERANCE:
+      how = f"{speed:.2f}x slower" if speed > 1 else f"{1 / speed:.2f}x faster"
+      why.append(f"this machine ran the speed calibration {how} than the baseline's (a different machine speed, not different "
+                 "code: compare on one machine, or interleaved with a git ref)")
     contended = int(c["contended"].fillna(False).astype(bool).sum()) if "contended" in c else 0
     r = judge(b["censored_time_s"], c["censored_time_s"], b["solved"], c["solved"], solve_bar=float(c["solve_bar"].max()),
               alpha=alpha, tolerance=tolerance, comparable=force or not why, why_not="; ".join(why), contended_runs=contended)
-    rows.append({"agent": agent, "task": task, **r.as_dict()})
-  cols = ["agent", "task", *GateResult.__dataclass_fields__]
+    rows.append({"agent": agent, "task": task, **r.as_dict(), "machine_speed_ratio": speed})
+  cols = ["agent", "task", *GateResult.__dataclass_fields__, "machine_speed_ratio"]
   df = pd.DataFrame(rows, columns=cols)
   if len(df): df = df.sort_values(["verdict", "task", "agent"], key=lambda s: s.map(ORDER) if s.name == "verdict" else s).reset_index(drop=True)
   return df, warnings
@@ -158,11 +211,20 @@ def main(argv: list[str] | None = None) -> int:
   from bench.records import TamperedRecords, load_runs
   p = argparse.ArgumentParser(prog="python -m bench.gate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("baseline", help="the baseline's runs: a session directory, a runs.jsonl, or a directory of sessions")
-  p.add_argument("current", nargs="+", help="the current runs (one or more sources, pooled)")
+  p.add_argument("current", nargs="*", help="the current runs (one or more sources, pooled; with --power: more sources)")
   p.add_argument("--alpha", type=float, default=ALPHA, help="one-sided Mann-Whitney level (default: %(default)r)")
   p.add_argument("--tolerance", type=float, default=TOLERANCE, help="slowdown the CI of the ratio must exceed (default: %(default)r)")
   p.add_argument("--force", action="store_true", help="judge even when hardware or settings differ")
+  p.add_argument("--power", action="store_true", help="no verdict: pool every source given and print the gate's power "
+                 "to catch a 10/20/50 %% slowdown with 5/10/20 seeds (power_table)")
+  p.add_argument("--trials", type=int, default=200, help="resamplings per cell of --power (default: %(default)r)")
   args = p.parse_args(argv)
+  if args.power:
+    runs = pd.concat([load_runs(x) for x in [args.baseline, *args.current]], ignore_index=True)
+    table = power_table(runs, alpha=args.alpha, tolerance=args.tolerance, trials=args.trials)
+    print(table.to_string(index=False, float_format=lambda x: f"{x:.2f}") if len(table) else "no (agent, task) with 5 or more timed runs")
+    return 0
+  if not args.current: p.error("the current runs are missing (BASELINE CURRENT...)")
   try: base, cur = load_runs(args.baseline), pd.concat([load_runs(s) for s in args.current], ignore_index=True)
   except (TamperedRecords, FileNotFoundError) as e:
     print(f"refused: {e}", file=sys.stderr)

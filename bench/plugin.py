@@ -39,6 +39,13 @@ def _float_at_least(low: float, strict: bool):
 positive_float, non_negative_float = _float_at_least(0.0, strict=True), _float_at_least(0.0, strict=False)
 
 
+def probability(s: str) -> float:
+  """A level strictly between 0 and 1."""
+  x = positive_float(s)
+  if x >= 1: raise argparse.ArgumentTypeError(f"must be under 1, got {s}")
+  return x
+
+
 def pytest_addoption(parser):
   # names checked against the plugins a user is likely to have beside this one (pytest-playwright has --device and
   # --output, pytest-split --group, pytest-repeat --count, pytest-timeout --timeout): none of ours is theirs
@@ -74,6 +81,17 @@ def pytest_addoption(parser):
                    "bwrap required (bwrap); off (none) (default: %(default)r)")
   g.addoption("--agent-memory-gb", dest="rl_agent_memory_gb", type=positive_float, default=8.0, metavar="GB",
               help="address-space limit of each agent process on the CPU device, in GiB (default: %(default)r)")
+  g.addoption("--regress-against", dest="rl_regress_against", default=None, metavar="BASELINE",
+              help="regression gate: compare every (agent, task) with BASELINE, a git ref (that version of the project "
+                   "runs interleaved with this one, same seeds) or stored runs (a session directory, a runs.jsonl, or a "
+                   "name saved with python -m bench.baseline); fail only on a regression (README)")
+  g.addoption("--gate-alpha", dest="rl_gate_alpha", type=probability, default=0.01, metavar="P",
+              help="regression gate: one-sided Mann-Whitney level a slowdown must reach (default: %(default)r)")
+  g.addoption("--gate-tolerance", dest="rl_gate_tolerance", type=non_negative_float, default=0.10, metavar="F",
+              help="regression gate: the slowdown the whole CI of the ratio of medians must exceed (default: %(default)r)")
+  g.addoption("--confirm-regressions", dest="rl_confirm_regressions", action="store_true",
+              help="regression gate: rerun a pair that regressed (both sides when interleaved); it fails only if the "
+                   "rerun regresses too (a false alarm's chance goes from alpha to about alpha squared)")
   g.addoption("--act-allowance-ms", dest="rl_act_allowance_ms", type=non_negative_float, default=2.0, metavar="MS",
               help="act() time per call not charged to the training clock; beyond it, charged (default: %(default)r)")
 
@@ -88,6 +106,16 @@ def pytest_configure(config):
   from bench.sandbox import SandboxError, probe
   try: probe(config.getoption("rl_sandbox"))
   except SandboxError as e: raise pytest.UsageError(f"--sandbox bwrap: {e}") from None
+  spec = config.getoption("rl_regress_against", None)
+  if spec:
+    from bench.regress import BaselineError, resolve
+    try: config._rlspeedrun_baseline = resolve(spec)
+    except BaselineError as e: raise pytest.UsageError(str(e)) from None
+
+
+def pytest_unconfigure(config):
+  base = getattr(config, "_rlspeedrun_baseline", None)
+  if base is not None and hasattr(base, "close"): base.close()
 
 
 def pytest_generate_tests(metafunc):

@@ -13,11 +13,13 @@ from functools import lru_cache
 
 import pandas as pd
 
-SCHEMA_VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
+SCHEMA_VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
 GENESIS = "0" * 64                 # prev_sha256 of a file's first record
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # tinygrad settings that change what is measured; recorded when set
+# the reference agents' configuration overrides (agents/common.py overridden): a run made with one is not the reference's
+AGENT_VARS = ("PPO_CONFIG", "DQN_CONFIG", "SAC_CONFIG")
 TINYGRAD_VARS = ("BEAM", "JITBEAM", "NOOPT", "CACHELEVEL", "IGNORE_BEAM_CACHE", "DEBUG", "JIT", "OPTIM_DTYPE")
 
 
@@ -60,6 +62,11 @@ class RunRecord:
   review: list = field(default_factory=list)   # reasons a reviewer must look at this run
   git: dict = field(default_factory=dict)
   tinygrad_env: dict = field(default_factory=dict)
+  agent_env: dict = field(default_factory=dict)     # AGENT_VARS set when it ran
+  contended: bool | None = None                # the machine was shared while it trained (bench/contention.py); None: not measured
+  contended_why: str = ""
+  contention: dict = field(default_factory=dict)    # CPU-s, run-queue wait, steal, load average of the timed sections
+  calibration: dict = field(default_factory=dict)   # the machine-speed workload timed before the run (bench/calibrate.py)
   timestamp: str = ""
   schema_version: int = SCHEMA_VERSION
 
@@ -74,6 +81,7 @@ class RunRecord:
                           "idle_cpu_s": 0.0, "idle_wall_s": 0.0},
                fingerprint=hardware_fingerprint(), git=git_info(),
                tinygrad_env={k: os.environ[k] for k in TINYGRAD_VARS if k in os.environ},
+               agent_env={k: os.environ[k] for k in AGENT_VARS if os.environ.get(k)},
                timestamp=datetime.now(UTC).isoformat(timespec="seconds"))
 
   def add_eval(self, t: float, steps: int, ret: float) -> None:
@@ -122,10 +130,17 @@ class RecordWriter:
     self.head, self.count = line_sha256(line), self.count + 1
 
 
+def records_files(directory: str) -> list[str]:
+  """Every session's runs.jsonl below a directory; the named baselines (a `baselines` folder below it: copies of
+  sessions) are left out unless the directory is inside one. A session's other files (the interleaved baseline's
+  baseline-<commit>.jsonl) are read only when named."""
+  found = glob.glob(os.path.join(directory, "**", "runs.jsonl"), recursive=True)
+  return sorted(f for f in found if "baselines" not in os.path.relpath(f, directory).split(os.sep)[:-1])
+
+
 def read_records(paths: str | list[str]) -> list[dict]:
-  """Records from JSON-lines files, or every runs.jsonl below a directory."""
-  if isinstance(paths, str):
-    paths = sorted(glob.glob(os.path.join(paths, "**", "*.jsonl"), recursive=True)) if os.path.isdir(paths) else [paths]
+  """Records from JSON-lines files, or from every session below a directory (records_files)."""
+  if isinstance(paths, str): paths = records_files(paths) if os.path.isdir(paths) else [paths]
   out = []
   for p in paths:
     with open(p) as f:
@@ -150,8 +165,14 @@ LEGACY_SOLVE_BAR = 0.9   # every task's min_solve_rate while schemas 1 and 2 wer
 
 def upgrade(r: dict) -> dict:
   """A record of an older schema with the fields that make it self-describing, from what it recorded itself: its
-  agent's kind from its target (agents.* were the references, bench.peers.* the peers), the solve bar of its time."""
-  if r.get("schema_version", SCHEMA_VERSION) >= 3: return r
+  agent's kind from its target (agents.* were the references, bench.peers.* the peers), the solve bar of its time;
+  contention and machine speed (schema 4) as not measured."""
+  v = r.get("schema_version", SCHEMA_VERSION)
+  if v >= 4: return r
+  r = {**r, "contended": r.get("contended"), "contended_why": r.get("contended_why", ""), "contention": r.get("contention", {}),
+       "agent_env": r.get("agent_env", {}),
+       "calibration": r.get("calibration", {})}     # schema 3: not measured
+  if v >= 3: return r
   target = str(r.get("agent_target", ""))
   kind = "reference" if target.startswith("agents.") else "peer" if target.startswith("bench.peers.") else "entry"
   return {**r, "agent_kind": r.get("agent_kind", kind), "solve_bar": r.get("solve_bar", LEGACY_SOLVE_BAR)}
@@ -198,11 +219,29 @@ def _static_fingerprint() -> tuple:
     out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=10)
     gpu = ", ".join(sorted(set(out.stdout.split("\n")) - {""})) or None
   except (OSError, subprocess.SubprocessError): pass
-  from importlib.metadata import PackageNotFoundError, version
-  try: tinygrad = version("tinygrad")   # the referee's own: the agent's process runs the same interpreter
-  except PackageNotFoundError: tinygrad = None
+  tinygrad, commit = tinygrad_info()
   return (("cpu", cpu), ("cores", os.cpu_count()), ("memory_gb", mem_gb), ("gpu", gpu), ("tinygrad_version", tinygrad),
-          ("python", platform.python_version()), ("os", platform.platform()), ("host", platform.node()))
+          ("tinygrad_commit", commit), ("python", platform.python_version()), ("os", platform.platform()), ("host", platform.node()))
+
+
+def tinygrad_info() -> tuple[str | None, str | None]:
+  """The installed tinygrad's version and, where there is one, its git commit: from pip's record of a VCS install
+  (`pip install git+https://...@commit`), or from the checkout it was installed from (`pip install -e path`) when
+  the package sits at that checkout's top. The agent's process runs the same interpreter, hence the same tinygrad."""
+  import importlib.util
+  from importlib.metadata import PackageNotFoundError, distribution
+  try: dist = distribution("tinygrad")
+  except PackageNotFoundError: return None, None
+  try: commit = json.loads(dist.read_text("direct_url.json") or "{}").get("vcs_info", {}).get("commit_id")
+  except ValueError: commit = None
+  spec = importlib.util.find_spec("tinygrad")
+  if commit is None and spec and spec.origin:
+    top = os.path.dirname(os.path.dirname(os.path.abspath(spec.origin)))
+    try:
+      out = subprocess.run(["git", "-C", top, "rev-parse", "--show-toplevel", "HEAD"], capture_output=True, text=True, timeout=10).stdout.split()
+      if len(out) == 2 and os.path.realpath(out[0]) == os.path.realpath(top): commit = out[1]
+    except (OSError, subprocess.SubprocessError): pass
+  return dist.version, commit
 
 
 def hardware_fingerprint() -> dict:
@@ -214,6 +253,8 @@ def _git() -> tuple:
   def git(*args):
     try: return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError): return ""
+  if os.environ.get("RLSPEEDRUN_EXPORTED_COMMIT"):    # a `git archive` of that commit (bench/regress.py): no .git of its own
+    return (("commit", os.environ["RLSPEEDRUN_EXPORTED_COMMIT"]), ("dirty", False))
   commit = git("rev-parse", "HEAD") or None
   return (("commit", commit), ("dirty", bool(git("status", "--porcelain", "--untracked-files=no")) if commit else None))
 

@@ -275,11 +275,30 @@ def _md(df: pd.DataFrame) -> str:
 def _hardware(runs: pd.DataFrame) -> pd.DataFrame:
   cols = {"agent": "agent", "device": "device", "fingerprint.cpu": "cpu", "fingerprint.cores": "cores",
           "fingerprint.memory_gb": "memory GB", "fingerprint.gpu": "gpu", "fingerprint.host": "host",
-          "fingerprint.tinygrad_version": "tinygrad", "sandbox": "sandbox", "git.commit": "commit", "git.dirty": "dirty"}
+          "fingerprint.tinygrad_version": "tinygrad", "fingerprint.tinygrad_commit": "tinygrad commit", "sandbox": "sandbox",
+          "git.commit": "commit", "git.dirty": "dirty"}
   have = [c for c in cols if c in runs.columns]
   hw = runs[have].astype(object).where(runs[have].notna(), "-").astype(str).drop_duplicates().rename(columns=cols)
-  if "commit" in hw: hw["commit"] = hw["commit"].str[:10]
+  for c in ("commit", "tinygrad commit"):
+    if c in hw: hw[c] = hw[c].str[:10]
   return hw.sort_values(list(hw.columns)).reset_index(drop=True)
+
+
+def _power_section(timed: pd.DataFrame) -> list[str]:
+  """How many seeds the regression gate needs, from this session's spread (bench/gate.py power_table)."""
+  from bench.gate import ALPHA as GATE_ALPHA
+  from bench.gate import TOLERANCE, power_table, recommend_seeds
+  table = power_table(timed)
+  if table.empty: return []
+  rec = recommend_seeds(table)
+  shown = table.copy()
+  for c in shown.columns[3:]: shown[c] = [f"{x:.2f}" for x in shown[c]]
+  return ["## How many seeds the regression gate needs", "",
+          f"The chance that `--regress-against` calls a slowdown *regressed* (alpha {GATE_ALPHA:g}, tolerance {TOLERANCE:.0%}) "
+          "with n seeds a side, from this session's runs resampled with their times multiplied by the slowdown (100 "
+          "trials each; `false alarms`: unchanged times). A slowdown within the tolerance is never called one.", "",
+          _md(shown), "",
+          "Seeds to catch a 20 % slowdown 80 % of the time: " + "; ".join(f"{a} on {t}: {n or 'more than 20'}" for (a, t), n in rec.items()) + ".", ""]
 
 
 def write_report(runs: pd.DataFrame, out_dir: str, *, baseline: str | None = None, force: bool = False,
@@ -318,6 +337,16 @@ def write_report(runs: pd.DataFrame, out_dir: str, *, baseline: str | None = Non
     name = os.path.basename(p)
     lines += [f"### {titles[name]}", "", f"![{titles[name]}]({name})", ""]
   lines += ["## Machines", "", _md(_hardware(runs)), ""]
+  if "calibration.score_s" in timed and timed["calibration.score_s"].notna().any():
+    lines += [f"Machine speed (bench/calibrate.py, timed before each run; smaller is faster): median "
+              f"{timed['calibration.score_s'].median():.4f} s, from {timed['calibration.score_s'].min():.4f} to "
+              f"{timed['calibration.score_s'].max():.4f} s over {timed['calibration.score_s'].notna().sum()} runs.", ""]
+  if "contended" in timed:
+    shared = timed[timed["contended"].fillna(False).astype(bool)]
+    lines += [f"Contended runs (other processes shared the cores while they trained; bench/contention.py): {len(shared)} of "
+              f"{len(timed)}" + (f", e.g. {shared['agent'].iloc[0]} seed {shared['seed'].iloc[0]}: {shared['contended_why'].iloc[0]}. "
+                                 "Their times are not this machine's quiet speed." if len(shared) else "."), ""]
+  lines += _power_section(timed)
   lines += ["## Method", "",
             f"Per task, every agent is compared with the baseline ({baseline or 'the fastest reference agent on the task'}). "
             "Times are censored at the budget for unsolved runs (never dropped). Speed-up = median(baseline) / median(entry) "

@@ -20,7 +20,9 @@ import numpy as np
 from bench import protocol as P
 from bench.accounting import TreeCPU
 from bench.agent_api import AgentError, AgentSpec, hash_sources
+from bench.calibrate import calibrate
 from bench.clock import TrainingClock
+from bench.contention import Contention
 from bench.evaluation import EvalSeeds, evaluate
 from bench.records import RunRecord
 from bench.sandbox import probe
@@ -46,6 +48,7 @@ class RefereeConfig:
   eval_cpu_s: float = 0.5             # CPU-seconds the agent's processes may use in a run's evaluations ...
   idle_cpu_fraction: float = 0.25     # ... plus this fraction of the wall time between them (the references: 0-0.2 s a run)
   act_cpu_ratio: float = 1.5          # ... plus this many CPU-seconds per second inside act() (the references: 0.7-1.05)
+  calibrate: bool = True              # time the machine-speed workload before each run (bench/calibrate.py), outside the clock
 
 
 class RunFailed(Exception):
@@ -166,7 +169,8 @@ def run_one(agent: AgentSpec, task, seed: int, config: RefereeConfig, *, cache_d
   """Run `agent` on `task` with `seed` until a confirmed pass, a budget, or a failure. `cache_db` is a verified
   kernel cache (kernel_cache.seal) of which the run gets its own copy; None starts with an empty one."""
   rec = RunRecord.start(agent, task, seed, role=role, kernel_cache=kernel_cache, device=config.device)
-  clock = TrainingClock()
+  if config.calibrate: rec.calibration = calibrate()
+  clock, shared = TrainingClock(), Contention()
   root = config.eval_seed if config.eval_seed is not None else secrets.randbits(63)
   seeds = EvalSeeds(root)
   br = rec.breakdown
@@ -229,6 +233,7 @@ def run_one(agent: AgentSpec, task, seed: int, config: RefereeConfig, *, cache_d
     """Send a command that runs agent code, with the clock running, under the time budget."""
     remaining = task.time_budget_s - clock.elapsed
     wait = min(remaining, config.hang_timeout_s)
+    shared.enter(child.cpu)
     clock.start()
     try: return child.request(msg, wait, what, expect)
     except TimeoutError:
@@ -237,6 +242,7 @@ def run_one(agent: AgentSpec, task, seed: int, config: RefereeConfig, *, cache_d
       raise RunFailed("failed", f"hang: no reply from {what} for {config.hang_timeout_s:g} s") from None
     finally:
       clock.stop()
+      shared.leave(child.cpu)
 
   try:
     child = Child.for_agent(config, agent, scratch, cache_db)
@@ -309,6 +315,7 @@ def run_one(agent: AgentSpec, task, seed: int, config: RefereeConfig, *, cache_d
     return rec
   finally:
     rec.eval_seed_root = root
+    for k, v in shared.summary(clock.elapsed).items(): setattr(rec, k, v)
     br["train_clock_s"] = clock.elapsed
     br["act_calls"] = len(act_times)
     br["act_roundtrip_ms_median"] = float(np.median(act_times) * 1e3) if act_times else None

@@ -32,15 +32,16 @@ def run_line(rec: RunRecord, task) -> str:
   """One line per finished run: what it reached, the env steps done, and when the last evaluation was (an agent is
   only evaluated every `eval_every_steps`: a run can train for a long time without one)."""
   head = f"[{rec.agent} · {rec.task} · seed {rec.seed} · {rec.kernel_cache} cache]"
+  shared = f" CONTENDED ({rec.contended_why})" if rec.contended else ""
   if rec.solved:
-    return (f"{head} solved in {rec.time_to_threshold_s:.2f} s, {rec.steps_to_threshold:,} steps "
+    return (f"{head}{shared} solved in {rec.time_to_threshold_s:.2f} s, {rec.steps_to_threshold:,} steps "
             f"(confirmation {rec.confirmation_return:.1f})")
   evals = [p for p in rec.curve if p["steps"] > 0]
   cadence = " or ".join(filter(None, [f"every {task.eval_every_steps:,} steps" if task.eval_every_steps else "",
                                       f"every {task.eval_every_seconds:g} s" if task.eval_every_seconds else ""]))
   last = (f"last evaluation at {evals[-1]['steps']:,} steps, return {evals[-1]['return']:.1f}" if evals
           else f"no evaluation after the untrained one (they come {cadence})")
-  return (f"{head} {rec.status.upper()} after {rec.training_clock_s:.2f} s, {rec.steps:,} env steps done, {last}: "
+  return (f"{head}{shared} {rec.status.upper()} after {rec.training_clock_s:.2f} s, {rec.steps:,} env steps done, {last}: "
           f"{(rec.failure_reason or '').splitlines()[0] if rec.failure_reason else '?'}")
 
 
@@ -75,6 +76,22 @@ class BenchSession:
     self.dir = new_session_dir(results)
     self.writer = RecordWriter(os.path.join(self.dir, "runs.jsonl"))
     self.records: list[RunRecord] = []
+    self.baseline = getattr(config, "_rlspeedrun_baseline", None)    # --regress-against (bench/regress.py)
+    self.gate_rows: list[dict] = []
+
+  def pair_gate(self, agent_spec, task, suite):
+    """The regression gate of one (agent, task) under --regress-against, else None."""
+    if self.baseline is None: return None
+    from bench.regress import PairGate, baseline_line
+    opt, label = self.config.getoption, getattr(self.baseline, "commit", "")[:10]
+    return PairGate(self.baseline, agent_spec, task, self.referee, self.dir, alpha=opt("rl_gate_alpha"),
+                    tolerance=opt("rl_gate_tolerance"), force=opt("rl_force_compare"), adopt=suite.adopt,
+                    on_baseline=lambda rec: self.write_line(baseline_line(rec, label)))
+
+  def reproduce(self, row: dict) -> str:
+    """The command that reruns one gated pair."""
+    return (f"pytest bench/ --agent {row['agent']} --task {row['task']} --seeds {len(self.seeds)} "
+            f"--regress-against {getattr(self.baseline, 'commit', None) or self.config.getoption('rl_regress_against')}")
 
   def write_line(self, line: str, **markup) -> None:
     """A line in the terminal now, even while pytest captures the test's output."""
@@ -90,6 +107,25 @@ class BenchSession:
     self.records.append(rec)
     self.write_line(run_line(rec, task))
 
+  def _gate_summary(self, tr) -> None:
+    """The regression gate's table (failing pairs first), its files, and a command per regressed pair."""
+    import pandas as pd
+
+    from bench.gate import ORDER, gate_table
+    tr.write_sep("-", f"regression gate against {self.baseline.label} (bench/gate.py; README: Did a change make training slower?)")
+    if not self.gate_rows:
+      tr.write_line("no pair had runs on both sides", yellow=True)
+      return
+    df = pd.DataFrame(self.gate_rows)
+    df = df.iloc[sorted(range(len(df)), key=lambda i: (ORDER[df["verdict"][i]], df["task"][i], df["agent"][i]))].reset_index(drop=True)
+    df.to_csv(os.path.join(self.dir, "gate.csv"), index=False)
+    table = gate_table(df)
+    with open(os.path.join(self.dir, "gate.md"), "w") as f:
+      f.write(f"# Regression gate against {self.baseline.label}\n\n{table.to_markdown(index=False)}\n")
+    tr.write_line(table.to_string(index=False))
+    for _, r in df[df["verdict"] == "regressed"].iterrows():
+      tr.write_line(f"regressed: {r['agent']} on {r['task']}: {r['why']}; reproduce: {self.reproduce(r)}", red=True, bold=True)
+
   def summary(self, tr) -> None:
     """The end of the session: summary and verdict tables, warnings, where records and report are."""
     if not self.records: return
@@ -103,8 +139,13 @@ class BenchSession:
       tr.write_sep("-", "verdicts (bench/stats.py; PROTOCOL.md section 10)")
       tr.write_line(verdict_table(comparisons, bold=False).to_string(index=False))
     for w in warns: tr.write_line(f"warning: {w}", yellow=True)
+    contended = [r for r in self.records if r.contended]
+    if contended:
+      tr.write_line(f"warning: {len(contended)} of {len(self.records)} runs were contended (the machine was shared: "
+                    f"{contended[0].contended_why}); their times are not this machine's quiet speed (README: quiet runs)", yellow=True)
     sandboxes = sorted({r.sandbox for r in self.records})
     if sandboxes != ["bwrap"]: tr.write_line(f"warning: agents ran without a sandbox ({'; '.join(sandboxes)})", yellow=True)
+    if self.baseline is not None: self._gate_summary(tr)
     tr.write_line(f"run records: {self.writer.path} ({self.writer.count} records; last line sha256 {self.writer.head})")
     tr.write_line(f"report:      {report} (+ PNGs beside it)")
     timer = str(getattr(self.config.option, "benchmark_timer", DEFAULT_TIMER))

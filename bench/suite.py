@@ -6,6 +6,8 @@ has verified it (bench/kernel_cache.py): its seed is secret, its scratch directo
 timed run gets its own copy of the verified cache, so nothing one run writes reaches another."""
 from __future__ import annotations
 
+import dataclasses
+import gc
 import os
 import secrets
 import shutil
@@ -32,6 +34,10 @@ class Suite:
     self.agent, self.task, self.config, self.writer, self.on_record = agent, task, config, writer, on_record
     self.on_warning = on_warning or (lambda line: None)
     self.workdir = tempfile.mkdtemp(prefix="rlspeedrun-")
+    # the referee's own heap (pytest, pandas, the records so far) left out of the garbage collector's scans from now
+    # on: a collection during a run's act() round trips would be charged to the agent, more in a big process than a small
+    gc.collect()
+    gc.freeze()
     self.warm_cache = os.path.join(self.workdir, "verified-cache.db")   # the referee's; never inside a sandbox
     self.records: list[RunRecord] = []
 
@@ -92,9 +98,16 @@ class Suite:
     return self._record(run_one(self.agent, self.task, seed, self.config, cache_db=None, kernel_cache="cold",
                                 role="cold-start", workdir=self.workdir))
 
-  def run(self, seed: int) -> RunRecord:
-    """A timed run with (a copy of) the verified warm kernel cache."""
-    return self._record(run_one(self.agent, self.task, seed, self.config, cache_db=self.warm_cache, workdir=self.workdir))
+  def run(self, seed: int, role: str = "timed") -> RunRecord:
+    """A timed run with (a copy of) the verified warm kernel cache. `role` "rerun": the regression gate's confirmation
+    of a flagged pair (reported by the gate only, not pooled with the timed runs)."""
+    return self._record(run_one(self.agent, self.task, seed, self.config, cache_db=self.warm_cache, workdir=self.workdir, role=role))
+
+  def adopt(self, rec: dict) -> RunRecord:
+    """A run of this (agent, task) made by a worker process of this same version (bench/worker.py: the interleaved
+    regression gate), recorded in this session as if made here."""
+    known = {f.name for f in dataclasses.fields(RunRecord)}
+    return self._record(RunRecord(**{k: v for k, v in rec.items() if k in known}))
 
   def _record(self, rec: RunRecord) -> RunRecord:
     SESSION.add(rec.censored_time_s)

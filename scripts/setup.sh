@@ -5,7 +5,7 @@
 #   bash scripts/setup.sh                  # core + the environments of every tier (extra `envs`)
 #   EXTRAS= bash scripts/setup.sh          # core only: enough for the quick tier (other tiers' tests skip)
 #   EXTRAS=envs,peers bash scripts/setup.sh   # also Stable-Baselines3 + torch, for the peer comparison
-#   EXTRAS=envs,dev bash scripts/setup.sh     # also ruff, the lint CI runs
+#   EXTRAS=envs,dev bash scripts/setup.sh     # also ruff and actionlint (+ shellcheck), the lints CI runs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -30,6 +30,13 @@ if ! "$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-venv >/dev/null
+fi
+
+if [[ ",$EXTRAS," == *",dev,"* ]] && ! command -v shellcheck >/dev/null 2>&1; then
+  echo "setup: installing shellcheck (actionlint checks the workflows' shell steps with it)"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq shellcheck >/dev/null
 fi
 
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,11 +16,11 @@ from bench.records import load_runs
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def bench(*args, results, timeout=300):
+def bench(*args, results, timeout=300, env=None):
   """`pytest bench/` in a subprocess; on CartPole-v1 unless the args pick tasks (the fake agents are CartPole's)."""
   task = [] if {"--task", "--tier"} & set(args) else ["--task", "CartPole-v1"]
   cmd = [sys.executable, "-m", "pytest", "bench/", "-p", "no:cacheprovider", "--results-dir", str(results), *task, *args]
-  return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+  return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
 
 
 @pytest.mark.parametrize("args, message", [
@@ -46,6 +47,8 @@ def test_benchmark_statistics_are_time_to_threshold(tmp_path):
   assert r.returncode == 0, r.stdout + r.stderr
   runs = load_runs(str(tmp_path / "results"))
   assert list(runs["role"]) == ["timed", "timed"] and runs["solved"].all()
+  assert (runs["calibration.score_s"] > 0).all() and (~runs["contended"]).all()       # measured per run (PROTOCOL §13)
+  assert (runs["contention.cpu_s"] >= 0).all() and len(runs["contention.loadavg_before"][0]) == 3
   stats = json.loads(out.read_text())["benchmarks"][0]
   ttt = sorted(runs["time_to_threshold_s"])
   assert stats["stats"]["rounds"] == 2
@@ -169,3 +172,34 @@ def test_an_entry_below_the_bar_fails_with_the_lines_that_matter_and_nothing_twi
   assert "During handling of the above exception" not in warm.stdout and "PytestBenchmarkWarning" not in warm.stdout
   failure = warm.stdout.split("= FAILURES =")[1].split("short test summary")[0]
   assert failure.count("act() returned shape (10, 2)") == 1         # once, not once per chained exception
+
+
+def test_regress_against_stored_runs_fails_on_a_slowdown_with_a_command_to_reproduce_it(tmp_path):
+  """5 seeds a side (the fewest with which a one-sided Mann-Whitney can reach p < 0.01): training twice as slow is a
+  regression; the test fails, the table puts it first, and says how to rerun it."""
+  agent = ["--agent", "sleepy=tests/fake_agents.py:SleepyFromEnv", "--seeds", "5", "--no-cold-start"]
+  base = bench(*agent, results=tmp_path / "base")
+  assert base.returncode == 0, base.stdout + base.stderr
+  session = str(next((tmp_path / "base").glob("*/runs.jsonl")).parent)
+  slow = bench(*agent, "--regress-against", session, results=tmp_path / "slow", env={"TRAIN_SLEEP_S": "0.5"})
+  assert slow.returncode == 1, slow.stdout + slow.stderr
+  assert re.search(r"gate: sleepy on CartPole-v1: regressed: (1\.[89]|2\.\d)\dx slower \[", slow.stdout), slow.stdout
+  assert f"reproduce: pytest bench/ --agent sleepy --task CartPole-v1 --seeds 5 --regress-against {session}" in slow.stdout
+  gate = next((tmp_path / "slow").glob("*/gate.csv")).read_text()
+  assert gate.splitlines()[1].startswith("sleepy,CartPole-v1,5,5,1.0,1.0,0.9,")
+
+
+def test_regress_against_a_git_ref_runs_that_version_interleaved(tmp_path):
+  """HEAD exported and its own referee run beside this one, same seeds, alternating; its records kept apart."""
+  r = bench("--agent", "tests/fake_agents.py:SleepyTrainer", "--seeds", "2", "--no-cold-start", "--regress-against", "HEAD",
+            results=tmp_path / "results")
+  assert r.returncode == 0, r.stdout + r.stderr
+  head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+  lines = [line for line in r.stdout.splitlines() if line.startswith("[SleepyTrainer")]
+  assert [line.split("·")[2].strip() + " " + line.split("·")[3].split("]")[0].strip() for line in lines] == \
+    ["seed 0 baseline " + head[:10], "seed 0 warm cache", "seed 1 warm cache", "seed 1 baseline " + head[:10]]
+  assert "gate: SleepyTrainer on CartPole-v1: inconclusive" in r.stdout and "5 needed to call it unchanged" in r.stdout
+  session = next((tmp_path / "results").glob("*/runs.jsonl")).parent
+  base = load_runs(str(session / f"baseline-{head[:10]}.jsonl"))
+  assert list(base["seed"]) == [0, 1] and set(base["git.commit"]) == {head} and base["solved"].all()
+  assert len(load_runs(str(session))) == 2        # the session's own records: this version's runs only

@@ -42,6 +42,8 @@ def test_contended_runs_make_a_slowdown_inconclusive_not_regressed():
   assert judge(base, cur, SOLVED[:10], SOLVED[:10], solve_bar=0.9).verdict == "regressed"
   r = judge(base, cur, SOLVED[:10], SOLVED[:10], solve_bar=0.9, contended_runs=10)
   assert r.verdict == "inconclusive" and "contended" in r.why
+  r = judge(base, POOL[10:20] * 1.25, SOLVED[:10], SOLVED[:10], solve_bar=0.9, contended_runs=3)   # slower, whatever p says
+  assert r.verdict == "inconclusive" and "3 of 10 current runs were contended" in r.why
 
 
 @pytest.mark.parametrize("factor, verdict", [(1.0, "unchanged"), (0.6, "improved"), (1.6, "regressed")])
@@ -76,3 +78,45 @@ def test_the_command_line_fails_only_on_regressed_and_puts_it_first(tmp_path, ca
   assert "reproduce: pytest bench/ --agent ppo --task CartPole-v1 --seeds 10" in out[-1]
   other = write(str(tmp_path / "other" / "runs.jsonl"), runs_of("ppo", list(POOL[20:30] * 1.6), cpu="another CPU"))
   assert main([base, other]) == 0 and "not comparable" in capsys.readouterr().out
+  assert main(["--power", base, same, "--trials", "10"]) == 0
+  out = capsys.readouterr().out
+  assert "+50% @ 10" in out and "false alarms @ 10" in out and len(out.splitlines()) == 3   # header, dqn, ppo
+
+
+def test_fewer_than_5_runs_a_side_is_never_called_unchanged():
+  r = judge(POOL[:4], POOL[4:8], SOLVED[:4], SOLVED[:4], solve_bar=0.9)
+  assert r.verdict == "inconclusive" and "5 needed to call it unchanged" in r.why
+
+
+def test_a_slower_machine_is_not_comparable_with_a_stored_baseline(tmp_path):
+  """Stored runs: each session's speed calibration must agree within the tolerance, else the gate says which machine
+  was slower instead of calling the code slower."""
+  from bench.calibrate import WORKLOAD
+  from bench.gate import gate_runs
+  from bench.records import load_runs
+  from tests.synthetic import runs_of, write
+
+  def session(name, times, score):
+    recs = runs_of("ppo", list(times))
+    for r in recs: r.calibration = {"workload": WORKLOAD, "score_s": score}
+    return load_runs(write(str(tmp_path / name / "runs.jsonl"), recs))
+  base = session("base", POOL[:10], 0.080)
+  df, _ = gate_runs(base, session("slow-machine", POOL[10:20] * 2.1, 0.168))
+  assert df["verdict"][0] == "not comparable" and "2.10x slower than the baseline's" in df["why"][0]
+  df, _ = gate_runs(base, session("same-machine", POOL[10:20] * 2.1, 0.083))
+  assert df["verdict"][0] == "regressed" and df["machine_speed_ratio"][0] == pytest.approx(0.083 / 0.080)
+
+
+def test_the_power_table_and_its_seed_recommendation():
+  from dataclasses import asdict
+
+  from bench.gate import power_table, recommend_seeds
+  from bench.records import frame
+  from tests.synthetic import runs_of
+  runs = frame([asdict(r) for r in runs_of("ppo", list(POOL[:40]))])
+  table = power_table(runs, trials=40)
+  row = table.iloc[0]
+  assert row["+10% @ 20"] <= 0.1                     # within the tolerance: never a regression, by design
+  assert row["+50% @ 10"] >= 0.9 and row["+50% @ 5"] <= row["+50% @ 20"]
+  assert row["false alarms @ 10"] <= 0.05
+  assert recommend_seeds(table)[("ppo", "CartPole-v1")] in (5, 10, 20)

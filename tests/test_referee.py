@@ -20,7 +20,7 @@ from envs import Task
 HERE = os.path.dirname(os.path.abspath(__file__))
 TASK = Task(name="test-CartPole", env_id="CartPole-v1", threshold=475.0, threshold_source="gymnasium",
             time_budget_s=30.0, step_budget=20_000, eval_episodes=5, confirm_episodes=20, eval_every_steps=1000)
-CONFIG = RefereeConfig(device="CPU", hang_timeout_s=2.0)
+CONFIG = RefereeConfig(device="CPU", hang_timeout_s=2.0, calibrate=False)   # machine speed: tests/test_cli.py checks it
 
 
 def fake(name: str):

@@ -1,0 +1,47 @@
+"""The machine's speed, timed by the referee before every run (outside the clock, ~0.12 s), so that runs stored on
+one machine can be put beside runs on another of the same kind: two quiet machines with the same CPU model string ran
+PPO CartPole at 1.7 s and 4 s.
+
+The workload is what a small RL agent's process does on the CPU: Python-level loop work (an environment's step, the
+agent's bookkeeping) and many small float32 matrix products (a 64-wide MLP). One pass is ~0.04 s on a 2-core EPYC VM;
+a run's score is the *fastest* of REPEATS passes (interference only ever slows a pass), and a session's speed the
+median of its runs' scores. One score timed at session start was not enough: on this quiet machine two sessions'
+start-up scores (median of 5 passes of twice this workload) were 0.115 s and 0.082 s while their PPO runs were equally fast. The name changes whenever the
+workload or the score does: scores of different workloads are never compared."""
+from __future__ import annotations
+
+import statistics
+import time
+
+import numpy as np
+
+WORKLOAD = "python-loop+numpy-64-matmul/v2-min"
+REPEATS = 3
+SPEED_TOLERANCE = 0.25   # two sides' median scores further apart than this: different machine speeds (runs of one
+                         # quiet machine scored within ~15 % of each other; the machines this is for differ 2x)
+
+
+def _one_pass() -> float:
+  rng = np.random.default_rng(0)
+  a, w = rng.standard_normal((64, 64), dtype=np.float32), rng.standard_normal((64, 64), dtype=np.float32)
+  t0 = time.perf_counter()
+  x = 0.0
+  for i in range(150_000): x += (i % 7) * 0.5 - (i & 3)        # the interpreter
+  for _ in range(1500): a = np.tanh(a @ w * 0.1)                 # small matrix products
+  return time.perf_counter() - t0 + 0.0 * x
+
+
+def calibrate(repeats: int = REPEATS) -> dict:
+  """{"workload", "score_s" (the fastest pass, seconds: larger is slower), "passes_s"}."""
+  np.tanh(np.ones((64, 64), np.float32) @ np.ones((64, 64), np.float32))   # first-call costs (BLAS start-up) are not speed
+  passes = [_one_pass() for _ in range(repeats)]
+  return {"workload": WORKLOAD, "score_s": round(min(passes), 5), "passes_s": [round(p, 5) for p in passes]}
+
+
+def speed_ratio(current: list[dict], baseline: list[dict]) -> float | None:
+  """How many times slower the current machine ran the workload than the baseline's (the median of each side's run
+  scores); None when a side has no score, or the workloads differ."""
+  def scores(cals):
+    return [c["score_s"] for c in cals if isinstance(c, dict) and c.get("workload") == WORKLOAD and c.get("score_s")]
+  c, b = scores(current), scores(baseline)
+  return statistics.median(c) / statistics.median(b) if c and b else None

@@ -1,0 +1,86 @@
+"""Was the machine shared while a run trained? Measured, not guessed (PROTOCOL.md section 13).
+
+Around every timed request (import, construction, train) the referee reads, for the agent's whole process tree, the
+CPU time (bench/accounting.py) and the kernel's per-thread scheduler statistics: how long its threads ran and how long
+they were *ready to run with no free core* (run-queue wait). On a quiet machine that wait is ~0 (measured: 1-2 ms in
+a 2 s busy loop); with three CPU-burning processes on two cores it was half the wall time. CPU share alone
+(CPU-s / training clock) cannot tell a starved agent from one waiting for its GPU, so it is recorded beside the wait,
+not judged. The hypervisor's steal time (another VM on the same host) and the load average before and after the run
+are recorded too.
+
+An agent's own threads also wait for each other: tinygrad's CPU backend runs worker threads beside the Python thread,
+and a quiet PPO CartPole run on 2 cores used 1.3 CPU-s per second and waited 10-14 % of its clock. So a wait alone is
+not a shared machine: the machine's busy time (/proc/stat) minus the agent's is what *other* processes used. A run is
+`contended` when other processes used more than OTHERS_CORES cores on average during its timed sections *and* its
+threads waited for a core more than WAIT_SHARE of its training clock (on a machine with idle cores others do not make
+it wait), or when the hypervisor stole more than STEAL_SHARE of the machine's time.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+WAIT_SHARE = 0.10
+OTHERS_CORES = 0.25
+STEAL_SHARE = 0.10
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_times() -> tuple[int, int, int]:
+  """(busy, steal, total) jiffies of the whole machine since boot, from /proc/stat's `cpu` line (busy: neither idle,
+  nor waiting for I/O, nor stolen)."""
+  try:
+    with open("/proc/stat") as f: v = [int(x) for x in f.readline().split()[1:9]] + [0] * 8
+    return sum(v[:8]) - v[3] - v[4] - v[7], v[7], sum(v[:8])
+  except (OSError, ValueError): return 0, 0, 0
+
+
+def _loadavg() -> list[float]:
+  try: return [round(x, 2) for x in os.getloadavg()]
+  except OSError: return []
+
+
+class Contention:
+  """The agent's share of the machine during one run's timed sections."""
+  def __init__(self):
+    self.cpu_s = self.run_s = self.wait_s = self.others_s = self.wall_s = 0.0
+    self.loadavg_before, self.cores = _loadavg(), os.cpu_count() or 1
+    _, self._steal0, self._total0 = _cpu_times()
+    self._at = None
+
+  def enter(self, tree) -> None:
+    """Before a timed request (outside the clock): the tree's counters and the machine's now."""
+    self._at = (tree.read(), *tree.sched(), _cpu_times()[0], time.perf_counter())
+
+  def leave(self, tree) -> None:
+    """After it (outside the clock): what the tree used meanwhile. The tree is re-scanned first, so that processes the
+    agent started during the request count (their threads' time from their start)."""
+    if self._at is None: return
+    cpu0, run0, wait0, busy0, t0 = self._at
+    cpu = tree.scan()
+    run, wait = tree.sched()
+    self.wall_s += time.perf_counter() - t0
+    self.others_s += max((_cpu_times()[0] - busy0) / TICK - (cpu - cpu0), 0.0)
+    self.cpu_s += max(cpu - cpu0, 0.0)
+    self.run_s += max(run - run0, 0.0)
+    self.wait_s += max(wait - wait0, 0.0)
+    self._at = None
+
+  def summary(self, clock_s: float) -> dict:
+    _, steal1, total1 = _cpu_times()
+    dt = total1 - self._total0
+    steal = (steal1 - self._steal0) / dt if dt > 0 else 0.0
+    c = max(clock_s, 1e-9)
+    wait_share, others, why = self.wait_s / c, self.others_s / max(self.wall_s, 1e-9), []
+    if clock_s > 0 and wait_share > WAIT_SHARE and others > OTHERS_CORES:
+      why.append(f"other processes used {others:.1f} of {self.cores} cores while it trained, and its threads waited for a free "
+                 f"core {wait_share:.0%} of the training clock")
+    if steal > STEAL_SHARE: why.append(f"the hypervisor took {steal:.0%} of the machine's time (steal)")
+    if why and self.loadavg_before: why.append(f"load average {self.loadavg_before[0]:g} before, {_loadavg()[0]:g} after, {self.cores} cores")
+    return {"contended": bool(why), "contended_why": "; ".join(why),
+            "contention": {"cpu_s": round(self.cpu_s, 4), "cpu_share": round(self.cpu_s / c, 4), "run_s": round(self.run_s, 4),
+                           "wait_s": round(self.wait_s, 4), "wait_share": round(wait_share, 4),
+                           "others_cores": round(others, 3), "steal_share": round(steal, 4),
+                           "loadavg_before": self.loadavg_before, "loadavg_after": _loadavg(), "cores": self.cores}}

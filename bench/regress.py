@@ -1,0 +1,221 @@
+"""`pytest bench/ --regress-against BASELINE`: where the baseline's runs come from, and the gate (bench/gate.py) on each
+(agent, task) at the end of its test.
+
+- **A git ref** (`main`, `HEAD~1`, a tag, a commit): that version of the project is exported (`git archive`) to a
+  temporary directory and its own referee runs there (`python -m bench.worker`, same interpreter, same tinygrad),
+  interleaved with this version's runs, made by a worker of this checkout (PairGate says why), in the same session: same seeds, alternating which side runs first (seed 0:
+  baseline then current, seed 1: current then baseline, ...), so that a machine that drifts (other jobs, heat, the
+  4 % order effect measured on this machine's back-to-back sessions) drifts on both sides. The mode for shared CI
+  runners, whose absolute speed differs between machines.
+- **Stored runs**: a session directory, a runs.jsonl, or a named baseline (`python -m bench.baseline save NAME`,
+  under results/baselines/NAME). The mode for a dedicated machine tracked nightly; the machine-speed calibration of
+  each side's runs (bench/calibrate.py) must agree within the tolerance, or the pair is not comparable.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+
+import pandas as pd
+
+from bench.records import ROOT, frame, load_runs
+from bench.worker import PREFIX
+
+BASELINES_DIR = os.path.join(ROOT, "results", "baselines")
+
+
+class BaselineError(Exception):
+  """The baseline cannot be had: not a path, a named baseline or a git ref; or that version cannot run."""
+
+
+def _git(*args: str, cwd: str = ROOT) -> subprocess.CompletedProcess:
+  return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+@dataclass
+class Stored:
+  """Baseline runs recorded earlier."""
+  label: str
+  runs: pd.DataFrame
+
+  def runs_for(self, agent: str, task: str) -> pd.DataFrame:
+    r = self.runs
+    return r[(r["agent"] == agent) & (r["task"] == task) & (r["role"] == "timed")] if len(r) else r
+
+
+@dataclass
+class GitRef:
+  """Another version of this project, exported to `root`, whose referee runs the baseline side."""
+  ref: str
+  commit: str
+  root: str = ""
+  workers: list = field(default_factory=list)
+
+  @property
+  def label(self) -> str: return f"{self.ref} ({self.commit[:10]})"
+
+  def build(self) -> GitRef:
+    self.root = tempfile.mkdtemp(prefix=f"rlspeedrun-{self.commit[:10]}-")
+    archive = subprocess.run(["git", "archive", self.commit], cwd=ROOT, capture_output=True, timeout=300)
+    if archive.returncode: raise BaselineError(f"git archive {self.commit[:10]} failed: {archive.stderr.decode(errors='replace').strip()}")
+    subprocess.run(["tar", "-x", "-C", self.root], input=archive.stdout, check=True, timeout=300)
+    if not os.path.exists(os.path.join(self.root, "bench", "worker.py")):
+      raise BaselineError(f"{self.label} predates --regress-against (it has no bench/worker.py to run its side): compare "
+                          "against a later commit, or against stored runs of it (a session directory)")
+    return self
+
+  def close(self) -> None:
+    for w in self.workers: w.close()
+    if self.root: shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _die_with_parent() -> None:
+  """In the worker before exec: SIGTERM when the session's process dies (Linux), so that no run outlives it."""
+  try:
+    import ctypes
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)    # PR_SET_PDEATHSIG
+  except (OSError, AttributeError): pass
+
+
+def resolve(spec: str) -> Stored | GitRef:
+  """A path (session directory, runs.jsonl), a named baseline under results/baselines, or a git ref, in that order."""
+  named = os.path.join(BASELINES_DIR, spec)
+  for path in (spec, named):
+    if os.path.exists(path):
+      runs = load_runs(path)
+      if runs.empty: raise BaselineError(f"{path}: no run records in it")
+      return Stored(label=path, runs=runs)
+  out = _git("rev-parse", "--verify", "--quiet", f"{spec}^{{commit}}")
+  if out.returncode == 0 and out.stdout.strip(): return GitRef(ref=spec, commit=out.stdout.strip()).build()
+  names = sorted(os.listdir(BASELINES_DIR)) if os.path.isdir(BASELINES_DIR) else []
+  raise BaselineError(f"--regress-against {spec!r}: not a session directory or runs.jsonl, not a named baseline "
+                      f"({', '.join(names) or 'none saved: python -m bench.baseline save NAME'}), and not a git ref of {ROOT}")
+
+
+class Worker:
+  """One side of an interleaved (agent, task): `python -m bench.worker` in a version's directory (`root`; the
+  exported commit, or this checkout), a process of the same kind on both sides."""
+  def __init__(self, root: str, commit: str | None, label: str, agent_spec, task, referee, records: str):
+    agent = agent_spec.name if agent_spec.kind in ("reference", "peer") else f"{agent_spec.name}={agent_spec.target}"
+    cfg = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(referee).items()}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    if commit: env["RLSPEEDRUN_EXPORTED_COMMIT"] = commit
+    self.log = tempfile.TemporaryFile()
+    self.proc = subprocess.Popen([sys.executable, "-m", "bench.worker", "--agent", agent, "--task", task.name,
+                                  "--referee", json.dumps(cfg), "--records", records], cwd=root, env=env, text=True,
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, preexec_fn=_die_with_parent)
+    self.label = label
+
+  def call(self, line: str) -> dict:
+    try:
+      self.proc.stdin.write(line + "\n")
+      self.proc.stdin.flush()
+      for out in self.proc.stdout:
+        if out.startswith(PREFIX): return json.loads(out[len(PREFIX):])
+    except (OSError, ValueError): pass
+    self.log.seek(0)
+    tail = self.log.read().decode(errors="replace")[-2000:]
+    raise BaselineError(f"the baseline's referee ({self.label}) stopped during {line!r} (exit {self.proc.poll()}): {tail}")
+
+  def warm_up(self) -> None:
+    rep = self.call("warm-up")
+    if "error" in rep: raise BaselineError(f"baseline {self.label}: {rep['error']}")
+
+  def run_role(self, seed: int, role: str = "timed") -> dict:
+    rep = self.call(f"run {seed}" if role == "timed" else f"run {seed} {role}")
+    if "error" in rep: raise BaselineError(f"baseline {self.label}: {rep['error']}")
+    return rep["record"]
+
+  def close(self) -> None:
+    if self.proc.poll() is None:
+      try: self.proc.stdin.close()
+      except OSError: pass
+      try: self.proc.wait(timeout=60)
+      except subprocess.TimeoutExpired: self.proc.kill()
+    self.log.close()
+
+
+class PairGate:
+  """The gate of one (agent, task): the baseline side's runs (stored, or run here interleaved), and the verdict.
+
+  Interleaved, *both* sides run in worker processes of the same kind (this version's from this checkout): measured on
+  PPO CartPole, runs made by the referee inside the pytest process were slower than the same version's runs in a
+  worker in 9 of 10 seed pairs (median +4 %, act() round trips charged up to 0.2 s more a run), a harness bias that
+  a comparison of two versions must not carry on one side only."""
+  def __init__(self, base: Stored | GitRef, agent_spec, task, referee, session_dir: str, *, alpha: float, tolerance: float,
+               force: bool, adopt=None, on_baseline=None):
+    self.base, self.agent, self.task = base, agent_spec.name, task.name
+    self.adopt, self.on_baseline = adopt, on_baseline or (lambda rec: None)
+    self.alpha, self.tolerance, self.force = alpha, tolerance, force
+    self.worker = self.current = None
+    self.scratch = None
+    if isinstance(base, GitRef):
+      self.scratch = tempfile.mkdtemp(prefix="rlspeedrun-current-")
+      self.current = Worker(ROOT, None, "this version", agent_spec, task, referee, os.path.join(self.scratch, "runs.jsonl"))
+      base.workers.append(self.current)
+      self.worker = Worker(base.root, base.commit, base.label, agent_spec, task, referee,
+                           os.path.join(session_dir, f"baseline-{base.commit[:10]}.jsonl"))
+      base.workers.append(self.worker)
+    self.baseline_records: list[dict] = []
+    self.rounds = 0
+
+  @property
+  def interleaved(self) -> bool: return self.worker is not None
+
+  def warm_up(self) -> None:
+    """Interleaved: both workers' warm-ups (this version's first). Stored: nothing (the session's own warm-up ran)."""
+    if self.interleaved:
+      self.current.warm_up()
+      self.worker.warm_up()
+
+  def run(self, seed: int, run_current, role: str = "timed"):
+    """One seed: the current side's run (returned) and, interleaved, the baseline's (baseline first on even rounds).
+    Stored: `run_current(seed)`. Interleaved: this version's worker runs it, and `adopt` records it in the session."""
+    if not self.interleaved: return run_current(seed)
+    first = self.rounds % 2 == 0
+    self.rounds += 1
+    if first: self._baseline(seed, role)
+    rec = self.adopt(self.current.run_role(seed, role))
+    if not first: self._baseline(seed, role)
+    return rec
+
+  def _baseline(self, seed: int, role: str) -> None:
+    self.baseline_records.append(rec := self.worker.run_role(seed, role))
+    self.on_baseline(rec)
+
+  def baseline_runs(self, role: str = "timed") -> pd.DataFrame:
+    if self.worker is None: return self.base.runs_for(self.agent, self.task)
+    return records_frame([r for r in self.baseline_records if r["role"] == role])
+
+  def judge(self, current: list, role: str = "timed") -> tuple[dict | None, list[str]]:
+    """The gate's row for this pair (None when a side has under 2 runs: then the warnings say so)."""
+    from bench.gate import gate_runs
+    cur = records_frame([r for r in current if r.role == role]).assign(role="timed")
+    base = self.baseline_runs(role)
+    if len(base): base = base.assign(role="timed")
+    if base.empty: return None, [f"{self.agent} on {self.task}: no baseline runs in {self.base.label}"]
+    df, warns = gate_runs(base, cur, alpha=self.alpha, tolerance=self.tolerance, force=self.force)
+    return (df.iloc[0].to_dict() if len(df) else None), warns
+
+  def close(self) -> None:
+    for w in (self.current, self.worker):
+      if w: w.close()
+    if self.scratch: shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def baseline_line(rec: dict, label: str) -> str:
+  """The baseline side's run as one line (a record of another version: only fields every version has)."""
+  head = f"[{rec.get('agent')} · {rec.get('task')} · seed {rec.get('seed')} · baseline {label}]"
+  if rec.get("solved"): return f"{head} solved in {rec.get('time_to_threshold_s', 0):.2f} s, {rec.get('steps_to_threshold') or 0:,} steps"
+  return f"{head} {str(rec.get('status')).upper()}: {(rec.get('failure_reason') or '?').splitlines()[0]}"
+
+
+def records_frame(recs: list) -> pd.DataFrame:
+  """RunRecords or record dicts as a run frame (bench.records.frame)."""
+  return frame([r if isinstance(r, dict) else asdict(r) for r in recs])

@@ -1,0 +1,50 @@
+"""What the reference agents take from tinygrad beyond its documented API, checked loudly: when tinygrad changes under
+agents/common.py these fail first, with the reason, instead of the agents silently computing on stale buffers."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from tinygrad import Tensor, TinyJit
+
+from agents.common import copyin, copyout, overridden
+
+
+def test_copyin_and_copyout_move_bytes_in_place_through_the_allocator():
+  """copyin/copyout use Buffer.allocator._copyin/_copyout (private: tinygrad 0.14 has no public in-place copy of a
+  numpy array into a realized buffer; Buffer.copy_from runs a copy program, and a new Tensor each step costs ~4 ms).
+  If this fails, tinygrad renamed them: port the two functions in agents/common.py, nothing else uses them."""
+  t = Tensor.zeros(3, 4).contiguous().realize()
+  buf = t.uop.buffer
+  assert hasattr(buf.allocator, "_copyin") and hasattr(buf.allocator, "_copyout"), \
+    f"tinygrad {type(buf.allocator).__name__} lost _copyin/_copyout: port agents/common.py copyin/copyout"
+  a = np.arange(12, dtype=np.float32).reshape(3, 4)
+  copyin(t, a)
+  assert t.uop.buffer is buf                                # in place: the same buffer
+  np.testing.assert_array_equal(copyout(t, np.empty((3, 4), np.float32)), a)
+  np.testing.assert_array_equal(t.numpy(), a)               # and tinygrad's own read agrees
+
+
+def test_a_jitted_function_sees_what_copyin_wrote_on_every_replay():
+  """The agents' pattern: one fixed buffer, rewritten in place before each call of a TinyJit (captured on call 2)."""
+  x = Tensor.zeros(4).contiguous().realize()
+  f = TinyJit(lambda: (x * 2 + 1).realize())
+  for k in range(5):
+    copyin(x, np.full(4, k, np.float32))
+    np.testing.assert_array_equal(f().numpy(), np.full(4, 2 * k + 1, np.float32))
+
+
+def test_copyout_refuses_a_tensor_that_is_not_a_plain_buffer():
+  with pytest.raises(AssertionError, match="not a plain buffer"): copyout(Tensor.ones(4) + 1, np.empty(4, np.float32))
+
+
+def test_configuration_overrides_from_the_environment(monkeypatch):
+  from agents.ppo import Config
+  cfg = Config(lr=3e-3, num_envs=8)
+  monkeypatch.setenv("PPO_CONFIG", "lr=1e-3 num_envs=16")
+  assert overridden(cfg, "PPO_CONFIG") == Config(lr=1e-3, num_envs=16)
+  monkeypatch.setenv("PPO_CONFIG", "learning_rate=1")
+  with pytest.raises(ValueError, match="not FIELD=VALUE with a field of Config"): overridden(cfg, "PPO_CONFIG")
+  monkeypatch.setenv("PPO_CONFIG", "num_envs=lots")
+  with pytest.raises(ValueError, match="num_envs='lots' is not a int"): overridden(cfg, "PPO_CONFIG")
+  monkeypatch.delenv("PPO_CONFIG")
+  assert overridden(cfg, "PPO_CONFIG") is cfg
