@@ -1,15 +1,16 @@
-"""The regression gate (issue 12, in progress): did a change make training slower, or stop it converging, beyond what
-noise explains? One (agent, task) at a time, from censored times-to-threshold (unsolved runs at the budget) of a
+"""The regression gate: did a change make training slower, or stop it converging, beyond what noise explains? Used by
+`pytest bench/ --regress-against` (bench/regress.py), `python -m bench.gate` and `python -m bench.history`. One (agent, task) at a time, from censored times-to-threshold (unsolved runs at the budget) of a
 baseline and of the current code:
 
-- **not comparable**: different hardware fingerprints or tinygrad settings (unless forced);
+- **not comparable**: different hardware fingerprints or tinygrad settings, or machine-speed scores 25 % apart
+  (bench/calibrate.py) (unless forced);
 - **regressed**: the current code solves fewer seeds than the task's bar while the baseline met it; or it is slower
   with a one-sided Mann-Whitney p under `alpha` (default 0.01) *and* the whole bootstrap CI of the ratio of medians
   (current / baseline) above 1 + `tolerance` (default 10 %): significant and large, not one or the other;
 - **improved**: the mirror image (p under alpha, the CI under 1 / (1 + tolerance));
 - **unchanged**: neither, and the CI inside [1 / (1 + tolerance), 1 + tolerance], from 5 or more runs a side;
 - **inconclusive**: neither, and the CI too wide to say; or a slowdown measured on contended runs (the machine was
-  shared: the runs say so, PROTOCOL.md), which is not called a regression.
+  shared: the runs say so, bench/contention.py, PROTOCOL.md §13), which is not called a regression.
 
 Only *regressed* fails a gate. `power` estimates, by resampling recorded runs, how often the gate catches a given
 slowdown with n seeds a side.
