@@ -58,7 +58,7 @@ class GitRef:
   workers: list = field(default_factory=list)
 
   @property
-  def label(self) -> str: return f"{self.ref} ({self.commit[:10]})"
+  def label(self) -> str: return self.commit[:10] if self.commit.startswith(self.ref) else f"{self.ref} ({self.commit[:10]})"
 
   def build(self) -> GitRef:
     self.root = tempfile.mkdtemp(prefix=f"rlspeedrun-{self.commit[:10]}-")
