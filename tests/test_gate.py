@@ -120,3 +120,22 @@ def test_the_power_table_and_its_seed_recommendation():
   assert row["+50% @ 10"] >= 0.9 and row["+50% @ 5"] <= row["+50% @ 20"]
   assert row["false alarms @ 10"] <= 0.05
   assert recommend_seeds(table)[("ppo", "CartPole-v1")] in (5, 10, 20)
+
+
+def test_runs_paired_by_seed_show_a_slowdown_the_seed_spread_hides():
+  """Interleaved runs take the same steps per seed on both sides: the per-seed ratio cancels the spread across seeds.
+  A 15 % slowdown under a 40 % seed spread: unpaired inconclusive, paired clearly over 1.1 (shown, not deciding)."""
+  from dataclasses import asdict
+
+  from bench.gate import gate_runs, paired
+  from bench.records import frame
+  from tests.synthetic import runs_of
+  seeds = np.exp(RNG.normal(np.log(15), 0.4, 10))                    # DQN-like: the seed decides most of the time
+  noise = lambda k: np.exp(np.random.default_rng(k).normal(0, 0.03, 10))   # noqa: E731
+  base = frame([asdict(r) for r in runs_of("dqn", list(seeds * noise(1)))])
+  cur = frame([asdict(r) for r in runs_of("dqn", list(seeds * 1.15 * noise(2)))])
+  df, _ = gate_runs(base, cur)
+  assert df["verdict"][0] == "inconclusive"
+  assert df["paired_runs"][0] == 10 and 1.1 < df["paired_ci_low"][0] < df["paired_ratio"][0] < 1.25 and df["p_paired_slower"][0] < 0.01
+  other_seeds = frame([asdict(r) for r in runs_of("dqn", list(seeds), start_seed=100)])
+  assert paired(base, other_seeds)["paired_runs"] == 0                  # different seeds: nothing to pair
