@@ -205,8 +205,26 @@ def gate_runs(baseline, current, *, alpha: float = ALPHA, tolerance: float = TOL
     rows.append({"agent": agent, "task": task, **r.as_dict(), "machine_speed_ratio": speed, **paired(b, c)})
   cols = ["agent", "task", *GateResult.__dataclass_fields__, "machine_speed_ratio", *paired(b_all[:0], c_all[:0])]
   df = pd.DataFrame(rows, columns=cols)
-  if len(df): df = df.sort_values(["verdict", "task", "agent"], key=lambda s: s.map(ORDER) if s.name == "verdict" else s).reset_index(drop=True)
-  return df, warnings
+  return failing_first(df), warnings
+
+
+def failing_first(df):
+  """Gate rows in the order a reader wants them: regressed, not comparable, inconclusive, improved, unchanged; then by
+  task and agent."""
+  if not len(df): return df
+  return df.sort_values(["verdict", "task", "agent"], key=lambda s: s.map(ORDER) if s.name == "verdict" else s).reset_index(drop=True)
+
+
+def reproduce(row, against: str | None = None) -> str:
+  """The command that reruns one gated pair (with the baseline it was judged against, under --regress-against)."""
+  return (f"pytest bench/ --agent {row['agent']} --task {row['task']} --seeds {row['runs_current']}" +
+          (f" --regress-against {against}" if against else ""))
+
+
+def regressed_lines(df, against: str | None = None) -> list[str]:
+  """One line per regressed pair: why, and how to reproduce it."""
+  return [f"regressed: {r['agent']} on {r['task']}: {r['why']}; reproduce: {reproduce(r, against)}"
+          for _, r in df[df["verdict"] == "regressed"].iterrows()]
 
 
 def gate_table(df):
@@ -259,11 +277,9 @@ def main(argv: list[str] | None = None) -> int:
   df, warns = gate_runs(base, cur, alpha=args.alpha, tolerance=args.tolerance, force=args.force)
   if len(df): print(gate_table(df).to_string(index=False))
   for w in warns: print(f"warning: {w}", file=sys.stderr)
-  bad = df[df["verdict"] == "regressed"]
-  for _, r in bad.iterrows():
-    print(f"regressed: {r['agent']} on {r['task']}: {r['why']}; reproduce: pytest bench/ --agent {r['agent']} --task {r['task']} "
-          f"--seeds {r['runs_current']}")
-  return 1 if len(bad) else 0
+  bad = regressed_lines(df)
+  for line in bad: print(line)
+  return 1 if bad else 0
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import sys
 import numpy as np
 import pandas as pd
 
+from bench.gate import ALPHA, TOLERANCE, gate_runs
 from bench.records import TamperedRecords, load_runs, records_files
 
 MACHINE_KEYS = ("fingerprint.cpu", "fingerprint.cores", "fingerprint.gpu", "device", "fingerprint.host")
@@ -31,7 +32,6 @@ def _col(df: pd.DataFrame, c: str) -> pd.Series:
 def sessions_table(runs: pd.DataFrame, *, alpha: float, tolerance: float) -> pd.DataFrame:
   """One row per (agent, task, session): date, labels, median and CI, solve rate, verdict against the machine's
   previous session."""
-  from bench.gate import gate_runs
   from bench.report import _median_ci
   timed = runs[runs["role"] == "timed"].copy()
   if timed.empty: return pd.DataFrame()
@@ -101,7 +101,7 @@ def plot_pair(tab: pd.DataFrame, path: str) -> str:
   return path
 
 
-def write_history(runs: pd.DataFrame, out_dir: str, *, alpha: float = 0.01, tolerance: float = 0.10) -> str:
+def write_history(runs: pd.DataFrame, out_dir: str, *, alpha: float = ALPHA, tolerance: float = TOLERANCE) -> str:
   from bench.report import _md
   os.makedirs(out_dir, exist_ok=True)
   tab = sessions_table(runs, alpha=alpha, tolerance=tolerance)
@@ -125,8 +125,8 @@ def main(argv: list[str] | None = None) -> int:
   p = argparse.ArgumentParser(prog="python -m bench.history", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("results", nargs="*", default=["results"], help="session directories, runs.jsonl files or folders of sessions (default: results)")
   p.add_argument("--out", default=None, help="where history.md and the PNGs go (default: <first RESULTS>/history)")
-  p.add_argument("--alpha", type=float, default=0.01, help="the gate's level (default: %(default)r)")
-  p.add_argument("--tolerance", type=float, default=0.10, help="the gate's tolerance (default: %(default)r)")
+  p.add_argument("--alpha", type=float, default=ALPHA, help="the gate's level (default: %(default)r)")
+  p.add_argument("--tolerance", type=float, default=TOLERANCE, help="the gate's tolerance (default: %(default)r)")
   args = p.parse_args(argv)
   files = session_files(args.results)
   if not files:

@@ -88,10 +88,10 @@ class BenchSession:
                     tolerance=opt("rl_gate_tolerance"), force=opt("rl_force_compare"), adopt=suite.adopt,
                     on_baseline=lambda rec: self.write_line(baseline_line(rec, label)))
 
-  def reproduce(self, row: dict) -> str:
-    """The command that reruns one gated pair."""
-    return (f"pytest bench/ --agent {row['agent']} --task {row['task']} --seeds {len(self.seeds)} "
-            f"--regress-against {getattr(self.baseline, 'commit', None) or self.config.getoption('rl_regress_against')}")
+  @property
+  def against(self) -> str:
+    """The baseline as a command names it again: the commit of a git ref (a branch moves), else what was given."""
+    return getattr(self.baseline, "commit", None) or self.config.getoption("rl_regress_against")
 
   def write_line(self, line: str, **markup) -> None:
     """A line in the terminal now, even while pytest captures the test's output."""
@@ -111,20 +111,18 @@ class BenchSession:
     """The regression gate's table (failing pairs first), its files, and a command per regressed pair."""
     import pandas as pd
 
-    from bench.gate import ORDER, gate_table
+    from bench.gate import failing_first, gate_table, regressed_lines
     tr.write_sep("-", f"regression gate against {self.baseline.label} (bench/gate.py; README: Did a change make training slower?)")
     if not self.gate_rows:
       tr.write_line("no pair had runs on both sides", yellow=True)
       return
-    df = pd.DataFrame(self.gate_rows)
-    df = df.iloc[sorted(range(len(df)), key=lambda i: (ORDER[df["verdict"][i]], df["task"][i], df["agent"][i]))].reset_index(drop=True)
+    df = failing_first(pd.DataFrame(self.gate_rows))
     df.to_csv(os.path.join(self.dir, "gate.csv"), index=False)
     table = gate_table(df)
     with open(os.path.join(self.dir, "gate.md"), "w") as f:
       f.write(f"# Regression gate against {self.baseline.label}\n\n{table.to_markdown(index=False)}\n")
     tr.write_line(table.to_string(index=False))
-    for _, r in df[df["verdict"] == "regressed"].iterrows():
-      tr.write_line(f"regressed: {r['agent']} on {r['task']}: {r['why']}; reproduce: {self.reproduce(r)}", red=True, bold=True)
+    for line in regressed_lines(df, self.against): tr.write_line(line, red=True, bold=True)
 
   def summary(self, tr) -> None:
     """The end of the session: summary and verdict tables, warnings, where records and report are."""

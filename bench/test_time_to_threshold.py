@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from bench.agent_api import AgentError
+from bench.gate import reproduce
 from bench.regress import BaselineError
 from bench.session import extra_info
 from bench.suite import Suite
@@ -67,5 +68,5 @@ def _gate(bench_session, gate, suite) -> bool:
                            **({"red": True, "bold": True} if row["verdict"] == "regressed" else {}))
   if row["verdict"] == "regressed":
     pytest.fail(f"{row['agent']} on {row['task']} regressed against {gate.base.label}: {row['why']}\n"
-                f"  reproduce: {bench_session.reproduce(row)}", pytrace=False)
+                f"  reproduce: {reproduce(row, bench_session.against)}", pytrace=False)
   return True
