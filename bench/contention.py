@@ -8,9 +8,10 @@ a 2 s busy loop); with three CPU-burning processes on two cores it was half the 
 not judged. The hypervisor's steal time (another VM on the same host) and the load average before and after the run
 are recorded too.
 
-An agent's own threads also wait for each other: tinygrad's CPU backend runs worker threads beside the Python thread,
-and a quiet PPO CartPole run on 2 cores used 1.3 CPU-s per second and waited 10-14 % of its clock. So a wait alone is
-not a shared machine: the machine's busy time (/proc/stat) minus the agent's is what *other* processes used. A run is
+An agent's own threads and processes also wait for each other: a quiet PPO CartPole run on 2 cores used 0.92-0.95
+CPU-s per second and waited 3-8 % of its clock, but an agent that runs three CPU burners of its own during each update
+(tests/hostile_agents.py FeignsASharedMachine, to have its slowness blamed on the machine) waits half of it. So a wait
+alone is not a shared machine: the machine's busy time (/proc/stat) minus the agent's is what *other* processes used. A run is
 `contended` when other processes used more than OTHERS_CORES cores on average during its timed sections *and* its
 threads waited for a core more than WAIT_SHARE of its training clock (on a machine with idle cores others do not make
 it wait), or when the hypervisor stole more than STEAL_SHARE of the machine's time.
@@ -51,8 +52,9 @@ class Contention:
     self._at = None
 
   def enter(self, tree) -> None:
-    """Before a timed request (outside the clock): the tree's counters and the machine's now."""
-    self._at = (tree.read(), *tree.sched(), _cpu_times()[0], time.perf_counter())
+    """Before a timed request (outside the clock): the tree's counters and the machine's now. The tree is scanned
+    first: a process read for the first time at `leave` would bring all the CPU it used before (the agent's start-up)."""
+    self._at = (tree.scan(), *tree.sched(), _cpu_times()[0], time.perf_counter())
 
   def leave(self, tree) -> None:
     """After it (outside the clock): what the tree used meanwhile. The tree is re-scanned first, so that processes the

@@ -128,6 +128,16 @@ def test_a_background_process_working_while_train_is_suspended_fails_the_run():
   honest_run_is_unchanged()
 
 
+def test_an_agent_cannot_feign_a_shared_machine_with_processes_of_its_own():
+  """Its own CPU burners make its threads wait for a core, but they are in its process tree (the sandbox keeps them
+  there): counted as its CPU, not as other processes', so the run is not `contended` and its slowness stands."""
+  rec = run("FeignsASharedMachine")
+  c = rec.contention
+  assert rec.solved and rec.contended is False and rec.contended_why == "", (rec.contended_why, c)
+  assert c["wait_share"] > 0.1 and c["cpu_share"] > 1.5 and c["others_cores"] < 0.25, c
+  assert not _marked_processes()
+
+
 def test_a_background_thread_is_charged_or_fails_the_run():
   """A thread that holds the GIL slows every act() call (charged), and works between them (measured)."""
   rec = run("BackgroundThread")
