@@ -149,21 +149,47 @@ class Adam:
     for m in self.moments: copyin(m, np.zeros(m.shape, np.float32))
 
 
+def jit(fn: Callable) -> TinyJit:
+  """TinyJit that captures on its first call. TinyJit runs call 1 plainly and captures call 2, so that state a first
+  call creates lazily is realized before capture; these agents realize all their state in __init__, and the plain
+  call 1 would only schedule and lower the whole graph once more (tinygrad's start-up is most of a short run:
+  agents/TUNING.md "Start-up"). `cnt` is TinyJit's call counter (tinygrad 0.14; tests/test_tinygrad_compat.py)."""
+  j = TinyJit(fn)
+  j.cnt = 1
+  return j
+
+
 class Greedy:
-  """An agent's act() for any batch size: `fn(obs) -> actions` jitted once per batch size, with one fixed-shape input
-  buffer and one output array each (TinyJit does not see a shape change on a plain input: a buffer per size does)."""
-  def __init__(self, fn: Callable[[Tensor], Tensor], obs_dim: int, out_shape: tuple[int, ...] = (), dtype=np.float32):
-    self.fn, self.obs_dim, self.out_shape, self.dtype = fn, obs_dim, out_shape, dtype
+  """An agent's act() for any batch size: `fn(obs) -> actions`, jitted. With `rows`, one jit for every batch: each
+  call pads its observations into one `rows`-row buffer (larger batches go in chunks), so that a fresh process
+  schedules and lowers one graph instead of one per batch size (the referee evaluates at 10 and 100: 0.36 s each
+  on PPO CartPole, charged to the clock; agents/TUNING.md "Start-up"). Without, a jit and buffer per batch size
+  (TinyJit does not see a shape change on a plain input: a buffer per size does): for big inputs (pixels)."""
+  def __init__(self, fn: Callable[[Tensor], Tensor], obs_dim: int, out_shape: tuple[int, ...] = (), dtype=np.float32,
+               rows: int | None = None):
+    self.fn, self.obs_dim, self.out_shape, self.dtype, self.rows = fn, obs_dim, out_shape, dtype, rows
     self.cache: dict[int, tuple] = {}
 
-  def __call__(self, obs: np.ndarray) -> np.ndarray:
-    n = len(obs)
+  def _jit(self, n: int) -> tuple:
     if n not in self.cache:
-      self.cache[n] = (TinyJit(lambda x: self.fn(x).contiguous().realize()), Tensor.zeros(n, self.obs_dim).contiguous().realize(),
-                       np.zeros((n, *self.out_shape), self.dtype))
-    jit, buf, out = self.cache[n]
-    copyin(buf, np.asarray(obs, np.float32).reshape(n, self.obs_dim))
-    return copyout(jit(buf), out)
+      self.cache[n] = (jit(lambda x: self.fn(x).contiguous().realize()), Tensor.zeros(n, self.obs_dim).contiguous().realize(),
+                       np.zeros((n, self.obs_dim), np.float32), np.zeros((n, *self.out_shape), self.dtype))
+    return self.cache[n]
+
+  def __call__(self, obs: np.ndarray) -> np.ndarray:
+    obs = np.asarray(obs, np.float32).reshape(len(obs), self.obs_dim)
+    if self.rows is None:
+      fn, buf, _, out = self._jit(len(obs))
+      copyin(buf, obs)
+      return copyout(fn(buf), out)
+    fn, buf, x, out = self._jit(self.rows)
+    res = np.empty((len(obs), *self.out_shape), self.dtype)
+    for i in range(0, len(obs), self.rows):
+      chunk = obs[i:i + self.rows]
+      x[:len(chunk)] = chunk
+      copyin(buf, x)
+      res[i:i + len(chunk)] = copyout(fn(buf), out)[:len(chunk)]
+    return res
 
 
 class Profile(dict):

@@ -20,10 +20,10 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from tinygrad import Tensor, TinyJit, dtypes
+from tinygrad import Tensor, dtypes
 from tinygrad.helpers import Context
 
-from agents.common import Adam, Columns, Greedy, Profile, Replay, copyin, mlp_layout, orthogonal, overridden, relu_mlp, views
+from agents.common import Adam, Columns, Greedy, Profile, Replay, copyin, jit, mlp_layout, orthogonal, overridden, relu_mlp, views
 
 
 @dataclass(frozen=True)
@@ -119,8 +119,8 @@ class DQN:
     self.batch_in = Tensor.zeros(cfg.batch_size, self.cols.width).contiguous().realize()
     self.lr_tau_in = Tensor.zeros(2).contiguous().realize()
     self.replay = Replay(cfg.buffer_size, self.cols.width)
-    self._update = TinyJit(self._update_fn)
-    self.greedy = Greedy(lambda x: self._q(self.theta, x).argmax(-1), O, dtype=np.int32)
+    self._update = jit(self._update_fn)
+    self.greedy = Greedy(lambda x: self._q(self.theta, x).argmax(-1), O, dtype=np.int32, rows=max(task.confirm_episodes, cfg.num_envs))
     # capture the update now (zero step size, no target change), then forget the moments it touched
     with self.profile.timed("capture_s"), Context(TRAINING=1):
       for _ in range(2): self._update(self.batch_in, self.lr_tau_in)

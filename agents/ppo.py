@@ -23,10 +23,10 @@ from dataclasses import dataclass
 
 import gymnasium as gym
 import numpy as np
-from tinygrad import Tensor, TinyJit, dtypes
+from tinygrad import Tensor, dtypes
 from tinygrad.helpers import Context
 
-from agents.common import Adam, Columns, Greedy, Profile, RunningMeanStd, copyin, copyout, mlp_layout, orthogonal, overridden, views
+from agents.common import Adam, Columns, Greedy, Profile, RunningMeanStd, copyin, copyout, jit, mlp_layout, orthogonal, overridden, views
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,7 @@ def variant(task) -> type:
 
 class PPO:
   TASK_CONFIGS = TASK_CONFIGS
+  shared_act_graph = True   # act() runs the sampling graph with zero noise: one act graph per process (see __init__)
 
   def __new__(cls, task, seed: int, config: Config | None = None):
     return super().__new__(variant(task) if cls is PPO else cls)    # `ppo` on any task: the variant for its spaces
@@ -125,16 +126,21 @@ class PPO:
     self.act_cols = Columns(observations=O, noise=self.noise_width)           # sampling: Gumbel (or Gaussian) noise
     self.out_cols = Columns(actions=self.action_shape, logps=(), values=())   # what sampling returns
     self.mb_cols = Columns(actions=self.action_shape, logps=(), advantages=(), returns=(), weights=())
-    self.act_in = Tensor.zeros(cfg.num_envs, self.act_cols.width).contiguous().realize()
-    self.act_x = np.zeros((cfg.num_envs, self.act_cols.width), np.float32)
-    self.act_out = np.zeros((cfg.num_envs, self.out_cols.width), np.float32)
+    # one act graph for rollouts and the referee's evaluations, with rows for its largest batch (the confirmation's):
+    # the rollout fills the first num_envs rows; act() fills them all with zero noise, which makes the sample the
+    # greedy action (the argmax of the logits; the mean). A fresh process then schedules and lowers one act graph, not
+    # three (rollout, 10 and 100 observations): 0.3-0.4 s less of PPO CartPole's ~2.3 s start-up (agents/TUNING.md)
+    self.act_rows = max(cfg.num_envs, task.confirm_episodes) if self.shared_act_graph else cfg.num_envs
+    self.act_in = Tensor.zeros(self.act_rows, self.act_cols.width).contiguous().realize()
+    self.act_x, self.greedy_x = (np.zeros((self.act_rows, self.act_cols.width), np.float32) for _ in range(2))
+    self.act_out, self.greedy_out = (np.zeros((self.act_rows, self.out_cols.width), np.float32) for _ in range(2))
     self.obs_rms, self.ret_rms = RunningMeanStd((O,)), RunningMeanStd()
     self.lr_in = Tensor([cfg.lr]).realize()
     self.mb_obs = Tensor.zeros(self.mb, O).contiguous().realize()
     self.mb_data = Tensor.zeros(self.mb, self.mb_cols.width).contiguous().realize()
-    self._act = TinyJit(self._act_fn)
-    self._update = TinyJit(self._update_fn)
-    self.greedy = self._greedy()
+    self._act = jit(self._act_fn)
+    self._update = jit(self._update_fn)
+    self.greedy = self._greedy_via_sample if self.shared_act_graph else self._greedy()
     self.profile["construct_s"] = time.perf_counter() - t0
 
   # --- what varies with the action space (agents/ppo_continuous.py overrides these) ---
@@ -168,6 +174,17 @@ class PPO:
 
   def _greedy(self) -> Greedy:
     return Greedy(lambda x: self._forward(x)[0].argmax(-1), self.obs_dim, dtype=np.int32)
+
+  def _greedy_via_sample(self, obs: np.ndarray) -> np.ndarray:
+    """Greedy actions from the sampling graph with zero noise, act_rows observations a call; its own input and output
+    arrays, so that the rollout's (gSDE's kept noise, the last sample) survive an evaluation."""
+    res = np.empty((len(obs), *self.action_shape), np.float32)
+    for i in range(0, len(obs), self.act_rows):
+      chunk = obs[i:i + self.act_rows]
+      self.greedy_x[:len(chunk), self.act_cols.index("observations")] = chunk
+      copyin(self.act_in, self.greedy_x)
+      res[i:i + len(chunk)] = self.out_cols.split(copyout(self._act(self.act_in), self.greedy_out)).actions[:len(chunk)]
+    return res
 
   def act(self, obs: np.ndarray) -> np.ndarray:
     """The referee's evaluation: the most likely action, for a batch of any size."""
@@ -240,10 +257,11 @@ class PPO:
     """Sample actions for all envs: out_cols [action | logp | value] (one array, overwritten by the next call)."""
     if obs.shape != (self.cfg.num_envs, self.obs_dim):
       raise ValueError(f"sample expects obs of shape {(self.cfg.num_envs, self.obs_dim)}, got {obs.shape}")
-    self.act_cols.fill(self.act_x, observations=obs)
-    if new_noise: self.act_cols.fill(self.act_x, noise=self._noise((self.cfg.num_envs, self.noise_width)))
+    N = self.cfg.num_envs
+    self.act_cols.fill(self.act_x[:N], observations=obs)
+    if new_noise: self.act_cols.fill(self.act_x[:N], noise=self._noise((N, self.noise_width)))
     copyin(self.act_in, self.act_x)
-    return copyout(self._act(self.act_in), self.act_out)
+    return copyout(self._act(self.act_in), self.act_out)[:N]
 
   def _learn(self, mb_obs: np.ndarray, mb_data: np.ndarray) -> None:
     for i in range(len(mb_obs)):

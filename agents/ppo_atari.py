@@ -22,6 +22,7 @@ TASK_CONFIGS: dict[str, Config] = {
 
 class PPOAtari(PPO):
   TASK_CONFIGS = TASK_CONFIGS
+  shared_act_graph = False   # pixels: a conv pass over 100 padded frames at every rollout step would cost more
 
   def _net(self):
     """Conv layers c{i}/cb{i}, then w0/b0 (flattened features -> hidden) and the head w1/b1 (hidden -> A + 1)."""

@@ -21,10 +21,10 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from tinygrad import Tensor, TinyJit
+from tinygrad import Tensor
 from tinygrad.helpers import Context
 
-from agents.common import Adam, Columns, Greedy, Profile, Replay, copyin, copyout, mlp_layout, overridden, relu_mlp, views
+from agents.common import Adam, Columns, Greedy, Profile, Replay, copyin, copyout, jit, mlp_layout, overridden, relu_mlp, views
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
@@ -131,9 +131,9 @@ class SAC:
     self.act_cols = Columns(observations=O, noise=A)
     self.act_in = Tensor.zeros(cfg.num_envs, self.act_cols.width).contiguous().realize()
     self.act_out = np.zeros((cfg.num_envs, A), np.float32)
-    self._update = TinyJit(self._update_fn)
-    self._sample = TinyJit(self._sample_fn)
-    self.greedy = Greedy(lambda x: self._policy(self.actor, x)[0].tanh(), O, (A,))
+    self._update = jit(self._update_fn)
+    self._sample = jit(self._sample_fn)
+    self.greedy = Greedy(lambda x: self._policy(self.actor, x)[0].tanh(), O, (A,), rows=task.confirm_episodes)
     with self.profile.timed("capture_s"):
       with Context(TRAINING=1):
         for _ in range(2): self._update(self.batch_in, self.lr_in)   # capture with step size 0 ...

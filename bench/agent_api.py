@@ -84,8 +84,8 @@ def resolve_agent(spec: str) -> AgentSpec:
     if found is None or found.origin is None: raise AgentError(f"agent {spec!r}: cannot find module {where!r}")
     source = found.origin
   kind = "reference" if target in REFERENCE_AGENTS.values() else "peer" if target in PEER_AGENTS.values() else "entry"
-  return AgentSpec(name=alias or name or cls, target=target, source=source, preload=PEER_PRELOAD if kind == "peer" else (),
-                   kind=kind)
+  peer = next((k for k, v in PEER_AGENTS.items() if v == target), None)
+  return AgentSpec(name=alias or name or cls, target=target, source=source, preload=PEER_PRELOAD.get(peer, ()), kind=kind)
 
 
 def library_dirs() -> list[str]:

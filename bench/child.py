@@ -20,13 +20,16 @@ from bench import protocol as P
 DEVICE = None    # the tinygrad device opened at start-up
 
 
-def _preload(modules: list[str]) -> P.Loaded:
-  """Library imports and device start-up: process start-up, not agent time."""
+def _preload(modules: list[str], task) -> P.Loaded:
+  """Library imports and device start-up: process start-up, not agent time. A peer's preload may also name a
+  `module:function` that prepares it for the task (RLtools compiles its C++ module): called with the task."""
   import gymnasium  # noqa: F401
   import numpy  # noqa: F401
   for m in modules:
-    try: importlib.import_module(m)
-    except ImportError: pass          # the agent's own import then fails with its message
+    mod, _, fn = m.partition(":")
+    try: loaded = importlib.import_module(mod)
+    except ImportError: continue      # the agent's own import then fails with its message
+    if fn: getattr(loaded, fn)(task)
   import tinygrad
   from tinygrad import Device
   global DEVICE
@@ -91,7 +94,7 @@ def serve(wire: P.Wire) -> None:
     try:
       if isinstance(msg, P.Load):
         task = Task.from_wire(msg.task)
-        reply = _preload(msg.preload)
+        reply = _preload(msg.preload, task)
       elif isinstance(msg, P.Import):
         cls = load_agent_class(msg.target)
         _sync()

@@ -31,3 +31,35 @@ def test_peer_trains_yields_growing_steps_and_acts_on_a_batch(cls, task, n_act):
 def test_unknown_env_is_a_clear_error():
   with pytest.raises(ValueError, match="no rl-zoo3 SAC hyperparameters for CartPole-v1"): SB3SAC(CARTPOLE, 0)
   assert {"ppo", "dqn", "sac"} == set(ZOO)
+
+
+def test_adapter_runs_sb3_on_the_calling_thread_and_trains_as_its_own_loop_does(monkeypatch):
+  """The referee's train() generator is SB3's own learn(): same updates at the same step counts, same weights after,
+  and torch runs on the thread that drives it (in a second thread torch ran 1.6x slower: bench/peers/sb3.py)."""
+  import threading
+
+  import torch
+  monkeypatch.setattr(SB3PPO, "torch_threads", 1)
+  threads, seen = set(), []
+  adapted = SB3PPO(CARTPOLE, seed=3)
+  orig = adapted.model.train
+  monkeypatch.setattr(adapted.model, "train", lambda: (threads.add(threading.get_ident()), orig())[1])
+  for s in adapted.train():
+    seen.append(s)
+    if s >= 1024: break
+  assert threads == {threading.get_ident()}
+  plain, plain_seen = SB3PPO(CARTPOLE, seed=3), []
+  plain.learn_plainly(lambda s: plain_seen.append(s) or s >= 1024)
+  assert seen == plain_seen == [256, 512, 768, 1024]
+  for a, b in zip(adapted.model.policy.parameters(), plain.model.policy.parameters()): assert torch.equal(a, b)
+  assert adapted.profile["torch_threads"] == 1.0
+
+
+def test_peer_torch_threads_env_overrides_and_is_recorded(monkeypatch):
+  import torch
+  from bench.records import AGENT_VARS
+  monkeypatch.setenv("PEER_TORCH_THREADS", "2")
+  before = torch.get_num_threads()
+  try: assert SB3PPO(CARTPOLE, seed=0).profile["torch_threads"] == 2.0
+  finally: torch.set_num_threads(before)
+  assert "PEER_TORCH_THREADS" in AGENT_VARS

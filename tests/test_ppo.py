@@ -72,12 +72,37 @@ def numpy_forward(agent, obs, with_latent: bool = False):
 
 def test_act_is_greedy_for_any_batch_size(agent):
   rng = np.random.default_rng(1)
-  for n in (3, 10, 3, 100, 10):     # each batch size gets its own jitted function and buffers
+  for n in (3, 10, 3, 100, 10, 250):     # all through the sampling graph with zero noise (250: three calls of 100 rows)
     obs = rng.normal(size=(n, 4)).astype(np.float32)
     logits, _ = numpy_forward(agent, obs)
     a = agent.act(obs)
     assert a.shape == (n,) and a.dtype == np.int64
     np.testing.assert_array_equal(a, logits.argmax(-1))
+
+
+def test_one_act_graph_serves_rollouts_and_every_evaluation_batch():
+  """Start-up: a fresh process schedules and lowers the act graph once, not once more per evaluation batch size."""
+  a = PPO(TASK, 1, Config(num_envs=8, num_steps=8, epochs=1, minibatches=1))
+  assert a.act_rows == TASK.confirm_episodes and a.greedy == a._greedy_via_sample
+  a.act(np.zeros((10, 4), np.float32))
+  assert a._act.captured is not None          # captured on its first call (common.jit)
+  captured = a._act.captured
+  gen = a.train()
+  next(gen)
+  a.act(np.zeros((100, 4), np.float32))
+  assert a._act.captured is captured
+
+
+def test_an_evaluation_between_rollout_steps_leaves_the_rollout_alone(gsde):
+  """act() has its own input and output arrays: gSDE's held noise and the last sample survive an evaluation."""
+  rng = np.random.default_rng(8)
+  obs = rng.normal(size=(gsde.cfg.num_envs, 3)).astype(np.float32)
+  out = gsde._sample(obs)
+  before, noise = out.copy(), gsde.act_x.copy()
+  gsde.act(rng.normal(size=(100, 3)).astype(np.float32))
+  np.testing.assert_array_equal(out, before)
+  np.testing.assert_array_equal(gsde.act_x, noise)
+  np.testing.assert_allclose(gsde._sample(obs, False), before, atol=1e-6)
 
 
 def test_sample_rejects_a_changed_shape(agent):
@@ -103,7 +128,7 @@ def test_sample_returns_policy_logp_and_value(agent):
 
 
 def test_copyout_matches_numpy(agent):
-  out = np.zeros((agent.cfg.num_envs, 3), np.float32)
+  out = np.zeros((agent.act_rows, 3), np.float32)
   t = agent._act(agent.act_in)
   np.testing.assert_array_equal(copyout(t, out), t.numpy())
 
@@ -174,7 +199,7 @@ def test_gsde_action_and_log_prob_match_numpy_and_scipy(gsde):
   obs = rng.normal(size=(N, 3)).astype(np.float32)
   for _ in range(3):
     out = gsde._sample(obs).copy()
-    eps = gsde.act_x[:, 3:].reshape(N, H, 1)
+    eps = gsde.act_x[:N, 3:].reshape(N, H, 1)
     mean, value, latent = numpy_forward(gsde, obs, with_latent=True)
     std = np.exp(params(gsde)["log_std"])                            # (hidden, actions)
     assert std.shape == (H, 1) and std == pytest.approx(np.exp(-1.0))

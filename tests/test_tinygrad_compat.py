@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from tinygrad import Tensor, TinyJit
 
-from agents.common import copyin, copyout, overridden
+from agents.common import Greedy, copyin, copyout, jit, overridden
 
 
 def test_copyin_and_copyout_move_bytes_in_place_through_the_allocator():
@@ -31,6 +31,28 @@ def test_a_jitted_function_sees_what_copyin_wrote_on_every_replay():
   for k in range(5):
     copyin(x, np.full(4, k, np.float32))
     np.testing.assert_array_equal(f().numpy(), np.full(4, 2 * k + 1, np.float32))
+
+
+def test_jit_captures_on_its_first_call_and_replays_what_copyin_wrote():
+  """agents/common.py jit sets TinyJit's call counter (`cnt`, tinygrad 0.14) so that call 1 captures; if tinygrad
+  renames it, this fails here instead of the agents quietly scheduling each graph twice."""
+  x = Tensor.zeros(4).contiguous().realize()
+  f = jit(lambda: (x * 3).realize())
+  assert f.cnt == 1, "TinyJit lost its `cnt` call counter: port agents/common.py jit"
+  for k in range(4):
+    copyin(x, np.full(4, k, np.float32))
+    np.testing.assert_array_equal(f().numpy(), np.full(4, 3 * k, np.float32))
+    assert f.captured is not None
+
+
+def test_greedy_with_rows_is_one_graph_for_every_batch_size():
+  w = Tensor(np.arange(8, dtype=np.float32).reshape(4, 2)).realize()
+  g = Greedy(lambda x: (x @ w).argmax(-1), 4, dtype=np.int32, rows=16)
+  rng = np.random.default_rng(0)
+  for n in (3, 16, 1, 40):    # 40: three calls
+    obs = rng.normal(size=(n, 4)).astype(np.float32)
+    np.testing.assert_array_equal(g(obs), (obs @ w.numpy()).argmax(-1))
+  assert list(g.cache) == [16]
 
 
 def test_copyout_refuses_a_tensor_that_is_not_a_plain_buffer():

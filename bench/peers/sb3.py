@@ -9,14 +9,13 @@ hyperparams/{ppo,dqn,sac}.yml), copied below as data, keyed by env id.
 """
 from __future__ import annotations
 
-import queue
-import threading
-import time
+import os
 
 import numpy as np
 
 try:  # imported before the clock starts, like tinygrad for the reference agents
-  import torch  # noqa: F401
+  import greenlet
+  import torch
   from stable_baselines3 import DQN, PPO, SAC
   from stable_baselines3.common.callbacks import BaseCallback
   from stable_baselines3.common.monitor import Monitor
@@ -65,35 +64,32 @@ ZOO: dict[str, dict[str, dict]] = {
                                      policy_kwargs=dict(log_std_init=-3.67, net_arch=[64, 64], use_expln=True)),
   },
 }
-ALGOS = {"ppo": PPO, "dqn": DQN, "sac": SAC}
 
 
-class _YieldToReferee(BaseCallback):
-  """Hands control back to the referee between updates: SB3 calls on_rollout_start right after each
-  train() (on- and off-policy alike). The learner thread waits while the referee evaluates, so no
-  training happens then. It parks at most every `min_interval_s` (or `max_steps` env steps), so that
-  algorithms that update every step (SAC, DQN with train_freq 4) do not pay a thread hand-off per step."""
-  def __init__(self, out: queue.Queue, resume: queue.Queue, min_interval_s: float = 0.005, max_steps: int = 1024):
+class _BetweenUpdates(BaseCallback):
+  """Calls `fn(steps)` between updates: SB3 calls on_rollout_start right after each train() (on- and off-policy
+  alike; the first call comes before any update and is skipped). `fn` returning True stops learn()."""
+  def __init__(self, fn):
     super().__init__()
-    self.out, self.resume, self.min_interval_s, self.max_steps = out, resume, min_interval_s, max_steps
-    self.last_t, self.last_steps, self.rollouts = time.perf_counter(), 0, 0
+    self.fn, self.stop, self.rollouts = fn, False, 0
 
   def _on_rollout_start(self) -> None:
     self.rollouts += 1
-    if self.rollouts == 1: return
-    if time.perf_counter() - self.last_t < self.min_interval_s and self.num_timesteps - self.last_steps < self.max_steps: return
-    self.out.put(self.num_timesteps)
-    self.resume.get()
-    self.last_t, self.last_steps = time.perf_counter(), self.num_timesteps
+    if self.rollouts > 1: self.stop = bool(self.fn(self.num_timesteps))
 
-  def _on_step(self) -> bool: return True
+  def _on_step(self) -> bool: return not self.stop
 
 
 class SB3Agent:
   """One SB3 algorithm with the zoo's hyperparameters for the task's env id, as a referee agent."""
   algo = "ppo"
+  algos = {"ppo": PPO, "dqn": DQN, "sac": SAC}   # the library's classes (bench/peers/sbx.py: SB3's API in JAX)
+  torch_threads: int | None = None   # torch.set_num_threads in construction (env PEER_TORCH_THREADS overrides); None: torch's
 
   def __init__(self, task, seed: int):
+    threads = int(os.environ.get("PEER_TORCH_THREADS") or 0) or self.torch_threads
+    if threads: torch.set_num_threads(threads)
+    self.profile = {"torch_threads": float(torch.get_num_threads())}
     table = ZOO[self.algo]
     if task.env_id not in table:
       raise ValueError(f"no rl-zoo3 {self.algo.upper()} hyperparameters for {task.env_id} (have: {', '.join(table)})")
@@ -102,22 +98,24 @@ class SB3Agent:
     env = DummyVecEnv([lambda: Monitor(task.make_env()) for _ in range(n_envs)])
     # the zoo's `normalize: true` = VecNormalize with its defaults (observations and rewards), gamma from the algorithm
     self.vecnorm = VecNormalize(env, gamma=hp.get("gamma", 0.99)) if normalize else None
-    self.model = ALGOS[self.algo]("MlpPolicy", self.vecnorm or env, seed=seed, device="cpu", verbose=0, **hp)
+    self.model = self.algos[self.algo]("MlpPolicy", self.vecnorm or env, seed=seed, device="cpu", verbose=0, **hp)
 
   def train(self):
-    out, resume = queue.Queue(), queue.Queue()
-    done = object()
-
+    """SB3's own learn() in a greenlet: it hands control back to the referee between updates, on this OS thread.
+    (In a second thread, as this adapter first did, torch ran 1.6x slower: an op-level thread pool that is the
+    calling thread's own, so the learner thread ran on one core while a plain loop used two.)"""
     def learn():
-      try: self.model.learn(total_timesteps=self.total, callback=_YieldToReferee(out, resume))
-      except BaseException as e: out.put(e)
-      else: out.put(self.model.num_timesteps); out.put(done)
+      self.model.learn(total_timesteps=self.total, callback=_BetweenUpdates(lambda steps: greenlet.getcurrent().parent.switch(steps)))
+      return self.model.num_timesteps
+    g = greenlet.greenlet(learn)
+    while True:
+      steps = g.switch()            # runs learn() up to the next update boundary, or to its end
+      yield int(steps)
+      if g.dead: return
 
-    threading.Thread(target=learn, daemon=True).start()
-    while (item := out.get()) is not done:
-      if isinstance(item, BaseException): raise item
-      yield int(item)
-      resume.put(None)
+  def learn_plainly(self, on_update) -> None:
+    """SB3's own loop with `on_update(steps)` between updates (True stops it): bench/peers/plain.py's user loop."""
+    self.model.learn(total_timesteps=self.total, callback=_BetweenUpdates(on_update))
 
   def act(self, obs: np.ndarray) -> np.ndarray:
     if self.vecnorm is not None: obs = self.vecnorm.normalize_obs(obs)
