@@ -84,7 +84,11 @@ class SB3Agent:
   """One SB3 algorithm with the zoo's hyperparameters for the task's env id, as a referee agent."""
   algo = "ppo"
   algos = {"ppo": PPO, "dqn": DQN, "sac": SAC}   # the library's classes (bench/peers/sbx.py: SB3's API in JAX)
-  torch_threads: int | None = None   # torch.set_num_threads in construction (env PEER_TORCH_THREADS overrides); None: torch's
+  # torch.set_num_threads in construction (env PEER_TORCH_THREADS overrides; recorded in the run's agent profile). 1, by
+  # measurement: PPO CartPole in SB3's plain loop, 10 seeds each, 0.348 ms per env step at 1 thread, 0.364 at torch's
+  # default 2 on this 2-core machine; and at 2 torch's idle threads spin after each op, which the referee counts as
+  # work while train() is suspended (a run failed its CPU allowance in evaluation that way)
+  torch_threads: int | None = 1
 
   def __init__(self, task, seed: int):
     threads = int(os.environ.get("PEER_TORCH_THREADS") or 0) or self.torch_threads
