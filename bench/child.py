@@ -35,6 +35,7 @@ def _preload(modules: list[str], task) -> P.Loaded:
   global DEVICE
   DEVICE = Device[Device.DEFAULT]      # the device the referee asked for (DEV=), kept: the agent may change DEFAULT
   _start_compile_pool()
+  _warm_tinygrad()
   return P.Loaded(pid=os.getpid(), tinygrad_version=str(getattr(tinygrad, "__version__", "") or _dist_version("tinygrad")),
                   tinygrad_device=str(Device.DEFAULT))
 
@@ -57,6 +58,20 @@ def _start_compile_pool() -> None:
   import bench.child as this  # run as __main__, which the workers cannot import: name the function by its module
   pool = get_worker_pool()
   if pool is not None: pool.map(this._pool_ready, range(getattr(pool, "_processes", 1)), chunksize=1)
+
+
+def _warm_tinygrad() -> None:
+  """tinygrad's own one-time start-up, untimed like `import torch` for a peer: the same small computation for every agent
+  (a matmul, an activation, reductions, an argmax) makes tinygrad compile its rewrite rules and fill its per-process
+  caches, which it otherwise does inside the agent's first calls (0.24 s of PPO CartPole's start-up; a version that
+  also took a gradient saved less: agents/TUNING.md "Start-up"). Nothing of the agent's: its own kernels are still
+  scheduled and lowered on the clock."""
+  from tinygrad import Tensor
+  x = Tensor.ones(4, 4).contiguous().realize()
+  w = Tensor.ones(4, 4).contiguous().realize()
+  (x @ w).relu().sum().realize()
+  (x @ w).argmax(-1).realize()
+  _sync()
 
 
 def _dist_version(name: str) -> str:

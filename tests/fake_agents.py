@@ -169,3 +169,11 @@ class ListActions(Scripted):
 class SlowAct(Scripted):
   """An un-jitted act(): 30 ms a call."""
   act_sleep_s = 0.03
+
+
+PREPARED: list[str] = []
+
+
+def prepare(task) -> None:
+  """A peer-style preload step (bench/child.py _preload `module:function`): records the task it was called with."""
+  PREPARED.append(task.name)

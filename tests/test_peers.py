@@ -57,9 +57,28 @@ def test_adapter_runs_sb3_on_the_calling_thread_and_trains_as_its_own_loop_does(
 
 def test_peer_torch_threads_env_overrides_and_is_recorded(monkeypatch):
   import torch
+
   from bench.records import AGENT_VARS
   monkeypatch.setenv("PEER_TORCH_THREADS", "2")
   before = torch.get_num_threads()
   try: assert SB3PPO(CARTPOLE, seed=0).profile["torch_threads"] == 2.0
   finally: torch.set_num_threads(before)
   assert "PEER_TORCH_THREADS" in AGENT_VARS
+
+
+def test_only_peers_get_a_preload_and_an_entry_cannot_borrow_one(tmp_path):
+  from bench.agent_api import resolve_agent
+  from bench.peers import PEER_AGENTS, PEER_PRELOAD
+  assert set(PEER_PRELOAD) == set(PEER_AGENTS)
+  assert resolve_agent("rltools-sac").preload == ("tinyrl", "bench.peers.rltools:prepare_sac")
+  (tmp_path / "mine.py").write_text("class A: pass\n")
+  assert resolve_agent(f"rltools={tmp_path}/mine.py:A").preload == ()
+  assert resolve_agent("bench.peers.rltools:RLtoolsSAC").preload == ("tinyrl", "bench.peers.rltools:prepare_sac")   # the peer by target
+
+
+def test_a_preload_function_is_called_with_the_task_in_untimed_start_up(monkeypatch):
+  import bench.child
+  from tests import fake_agents
+  monkeypatch.setattr(fake_agents, "PREPARED", [])
+  bench.child._preload(["tests.fake_agents:prepare", "no_such_module_xyz"], PENDULUM)
+  assert fake_agents.PREPARED == ["Pendulum-v1"]
