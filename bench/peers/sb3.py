@@ -105,9 +105,10 @@ class SB3Agent:
     self.model = self.algos[self.algo]("MlpPolicy", self.vecnorm or env, seed=seed, device="cpu", verbose=0, **hp)
 
   def train(self):
-    """SB3's own learn() in a greenlet: it hands control back to the referee between updates, on this OS thread.
-    (In a second thread, as this adapter first did, torch ran 1.6x slower: an op-level thread pool that is the
-    calling thread's own, so the learner thread ran on one core while a plain loop used two.)"""
+    """SB3's own learn() in a greenlet: it hands control back to the referee between updates, on this OS thread. In a
+    second thread, as this adapter first did, SB3 ran 1.6x slower than its own loop (the same steps): one core busy
+    where the plain loop used two, and per env step slower even than a plain loop at one torch thread (0.51 against
+    0.37 ms); the queue hand-offs were a few per second, not the cause (agents/TUNING.md "Peers")."""
     def learn():
       self.model.learn(total_timesteps=self.total, callback=_BetweenUpdates(lambda steps: greenlet.getcurrent().parent.switch(steps)))
       return self.model.num_timesteps
