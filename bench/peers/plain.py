@@ -13,6 +13,7 @@ at or over the threshold. Printed: one JSON line per seed.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import subprocess
 import sys
@@ -21,16 +22,17 @@ import time
 
 def run(peer: str, task_name: str, seed: int, torch_threads: int | None) -> dict:
   """One seed of `peer` (a name in bench.peers.PEER_AGENTS) on `task_name`, in this process."""
-  import numpy as np
-
   from bench.peers import PEER_AGENTS, PEER_PRELOAD
   from envs import get_task
-  for m in PEER_PRELOAD.get(peer, ()): __import__(m)
   task = get_task(task_name)
+  for m in PEER_PRELOAD.get(peer, ()):    # as the referee's start-up does: imports, and a peer's build for the task
+    mod, _, fn = m.partition(":")
+    loaded = importlib.import_module(mod)
+    if fn: getattr(loaded, fn)(task)
   module, cls = PEER_AGENTS[peer].split(":")
   Agent = getattr(__import__(module, fromlist=[cls]), cls)
   if torch_threads is not None: Agent.torch_threads = torch_threads
-  state = {"train_s": 0.0, "t0": time.perf_counter(), "next": task.eval_every_steps, "stop": False}
+  state = {"train_s": 0.0, "t0": time.perf_counter(), "next": task.eval_every_steps}
   evals: list[tuple[float, int, float]] = []
 
   def on_update(steps: int) -> bool:
@@ -47,7 +49,7 @@ def run(peer: str, task_name: str, seed: int, torch_threads: int | None) -> dict
   agent.learn_plainly(on_update)
   solved = bool(evals) and evals[-1][2] >= task.threshold
   return {"peer": peer, "task": task_name, "seed": seed, "solved": solved, "time_s": evals[-1][0] if evals else None, "steps": evals[-1][1] if evals else 0,
-          "torch_threads": getattr(agent, "profile", {}).get("torch_threads"), "evals": evals, "np": np.__version__}
+          "torch_threads": getattr(agent, "profile", {}).get("torch_threads"), "evals": evals}
 
 
 def run_fresh(peer: str, task_name: str, seed: int, torch_threads: int | None = None) -> dict:

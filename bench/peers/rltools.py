@@ -71,6 +71,14 @@ class RLtoolsSAC:
       steps += 1
       yield steps
 
+  def learn_plainly(self, on_update) -> None:
+    """tinyrl's own loop, `on_update(steps)` after every step (True stops it): bench/peers/plain.py."""
+    steps, finished = 0, False
+    while not finished:
+      finished = self.state.step()
+      steps += 1
+      if on_update(steps): return
+
   def act(self, obs: np.ndarray) -> np.ndarray:
     obs = np.ascontiguousarray(obs, dtype=np.float32)
     a = np.stack([np.asarray(self.state.action(o), dtype=np.float32) for o in obs])
