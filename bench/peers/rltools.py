@@ -6,7 +6,8 @@ linking a BLAS where the machine has one (`scripts/setup.sh` installs OpenBLAS w
 trained 6,000 steps in 3.7 s with it, 21.8 s without, one seed each; each run records `blas` in its agent profile).
 That compile is the counterpart of the reference agents' warm kernel cache and of an RLtools user's second run: it
 happens in the untimed start-up (`prepare_sac`, which the referee calls with the task before importing the peer), so
-the timed construction finds the module built and loads it, and every run (cold start included) is a cached run.
+the timed construction finds the module built and loads it, and every run (cold start included) is a cached run. The
+sandbox gives each run an empty temporary directory, so each run's start-up compiles it again (untimed, ~13 s).
 
 Hyperparameters: tinyrl 0.4.3's defaults, which are RLtools' SAC loop defaults and what its README trains
 Pendulum-v1 with (64x64x64 ReLU actor and critics, batch 100, lr 1e-3, gamma 0.99, adaptive alpha, 100 warm-up
