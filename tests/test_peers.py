@@ -82,3 +82,14 @@ def test_a_preload_function_is_called_with_the_task_in_untimed_start_up(monkeypa
   monkeypatch.setattr(fake_agents, "PREPARED", [])
   bench.child._preload(["tests.fake_agents:prepare", "no_such_module_xyz"], PENDULUM)
   assert fake_agents.PREPARED == ["Pendulum-v1"]
+
+
+def test_plain_loop_runs_the_peer_in_its_own_loop_and_evaluates_on_the_step_grid():
+  """bench/peers/plain.py, the yardstick of bench.peers.overhead: SB3's learn() with evaluations every 2,048 steps."""
+  from bench.peers.plain import run
+  r = run("sb3-ppo", "CartPole-v1", seed=7, torch_threads=1)
+  assert r["solved"] and r["torch_threads"] == 1.0
+  steps = [s for _, s, _ in r["evals"]]
+  assert steps == [2048 * (k + 1) for k in range(len(steps))]     # 8 envs x 32 steps: every multiple is an update boundary
+  assert r["evals"][-1][2] >= 475.0 and all(ret < 475.0 for _, _, ret in r["evals"][:-1])   # stops at the first pass
+  assert r["time_s"] == r["evals"][-1][0] > 0
