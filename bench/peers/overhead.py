@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(row), flush=True)
   finally:
     suite.close()
+  print(f"the referee's run records: {os.path.join(tmp, 'runs.jsonl')}")
   if args.out:
     with open(args.out, "w") as f: f.writelines(json.dumps(r) + "\n" for r in rows)
   t = {s: [r["time_s"] for r in rows if r["side"] == s and r["solved"]] for s in ("referee", "plain")}
