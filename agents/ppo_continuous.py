@@ -13,7 +13,6 @@ import gymnasium as gym
 import numpy as np
 from tinygrad import Tensor
 
-from agents.common import Greedy
 from agents.ppo import PPO, Config
 
 TASK_CONFIGS: dict[str, Config] = {
@@ -72,9 +71,6 @@ class PPOContinuous(PPO):
   def _logp_entropy(self, head: Tensor, latent: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
     log_std = self._log_std(latent)
     return gaussian_logp(actions, head, log_std), (log_std + 0.5 * (1 + math.log(2 * math.pi))).sum(-1)
-
-  def _greedy(self) -> Greedy:
-    return Greedy(lambda x: self._forward(x)[0], self.obs_dim, (self.n_actions,))
 
   def act(self, obs: np.ndarray) -> np.ndarray:
     """The referee's evaluation: the policy's mean, clipped to the action space, for a batch of any size."""

@@ -25,11 +25,12 @@ def _preload(modules: list[str], task) -> P.Loaded:
   `module:function` that prepares it for the task (RLtools compiles its C++ module): called with the task."""
   import gymnasium  # noqa: F401
   import numpy  # noqa: F401
+
+  from bench.peers import preload
   for m in modules:
-    mod, _, fn = m.partition(":")
-    try: loaded = importlib.import_module(mod)
+    try: importlib.import_module(m.partition(":")[0])
     except ImportError: continue      # the agent's own import then fails with its message
-    if fn: getattr(loaded, fn)(task)
+    preload(m, task)                  # imported already; calls a `module:function` with the task
   import tinygrad
   from tinygrad import Device
   global DEVICE

@@ -16,3 +16,12 @@ PEER_PRELOAD: dict[str, tuple[str, ...]] = {"sb3-ppo": _SB3, "sb3-dqn": _SB3, "s
                                             "sbx-ppo": _SBX, "sbx-dqn": _SBX, "sbx-sac": _SBX,
                                             # RLtools: also its C++ module compiled for the task, untimed (bench/peers/rltools.py)
                                             "rltools-sac": ("tinyrl", "bench.peers.rltools:prepare_sac")}
+
+
+def preload(entry: str, task) -> None:
+  """One PEER_PRELOAD entry, as the agent's process runs it in its untimed start-up (bench/child.py) and the plain loop
+  does (bench/peers/plain.py): import the module; for `module:function`, call the function with the task."""
+  import importlib
+  mod, _, fn = entry.partition(":")
+  loaded = importlib.import_module(mod)
+  if fn: getattr(loaded, fn)(task)

@@ -22,15 +22,12 @@ import time
 
 def run(peer: str, task_name: str, seed: int, torch_threads: int | None) -> dict:
   """One seed of `peer` (a name in bench.peers.PEER_AGENTS) on `task_name`, in this process."""
-  from bench.peers import PEER_AGENTS, PEER_PRELOAD
+  from bench.peers import PEER_AGENTS, PEER_PRELOAD, preload
   from envs import get_task
   task = get_task(task_name)
-  for m in PEER_PRELOAD.get(peer, ()):    # as the referee's start-up does: imports, and a peer's build for the task
-    mod, _, fn = m.partition(":")
-    loaded = importlib.import_module(mod)
-    if fn: getattr(loaded, fn)(task)
+  for m in PEER_PRELOAD.get(peer, ()): preload(m, task)   # as the referee's start-up: imports, a peer's build for the task
   module, cls = PEER_AGENTS[peer].split(":")
-  Agent = getattr(__import__(module, fromlist=[cls]), cls)
+  Agent = getattr(importlib.import_module(module), cls)
   if torch_threads is not None: Agent.torch_threads = torch_threads
   state = {"train_s": 0.0, "t0": time.perf_counter(), "next": task.eval_every_steps}
   evals: list[tuple[float, int, float]] = []

@@ -73,11 +73,9 @@ class RLtoolsSAC:
       yield steps
 
   def learn_plainly(self, on_update) -> None:
-    """tinyrl's own loop, `on_update(steps)` after every step (True stops it): bench/peers/plain.py."""
-    steps, finished = 0, False
-    while not finished:
-      finished = self.state.step()
-      steps += 1
+    """tinyrl's own step loop (train() is nothing more), `on_update(steps)` after every step (True stops it):
+    bench/peers/plain.py."""
+    for steps in self.train():
       if on_update(steps): return
 
   def act(self, obs: np.ndarray) -> np.ndarray:
