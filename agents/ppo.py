@@ -49,6 +49,8 @@ class Config:
   """minibatches per pass; one jitted update each"""
   lr: float = 1e-2
   """Adam's step size: high, with grad-norm clipping, for fewer updates to the threshold"""
+  anneal_lr: bool = False
+  """decay the step size linearly to zero over the task's step budget (CleanRL's anneal_lr)"""
   clip: float = 0.2
   """PPO's ratio clip"""
   ent_coef: float = 0.0
@@ -82,7 +84,7 @@ TASK_CONFIGS: dict[str, Config] = {
   "CartPole-v1": Config(),
   "Acrobot-v1": Config(),
   "LunarLander-v3": Config(num_envs=16, num_steps=256, minibatches=64, epochs=4, gamma=0.999, gae_lambda=0.98,
-                           ent_coef=0.01, lr=3e-4, hidden=64, layers=2),
+                           ent_coef=0.01, lr=3e-4, anneal_lr=True, hidden=64, layers=2),
 }
 
 
@@ -313,6 +315,7 @@ class PPO:
           perm = np.concatenate([self.rng.permutation(self.batch) for _ in range(cfg.epochs)]).reshape(E, M)
           mb_obs, mb_data = obs_buf.reshape(-1, O)[perm], data[perm]
         # --- epochs x minibatches of jitted PPO steps ---
+        if cfg.anneal_lr: self.adam.lr = cfg.lr * max(0.0, 1.0 - steps / self.task.step_budget)
         with prof.timed("update_s", first="first_update_s"): self._learn(mb_obs, mb_data)
         prof["updates"] += 1
         yield steps

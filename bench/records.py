@@ -17,10 +17,11 @@ SCHEMA_VERSION = 4
 READABLE_VERSIONS = (1, 2, 3, 4)
 GENESIS = "0" * 64                 # prev_sha256 of a file's first record
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# tinygrad settings that change what is measured; recorded when set
 # the reference agents' configuration overrides (agents/common.py overridden): a run made with one is not the reference's
 AGENT_VARS = ("PPO_CONFIG", "DQN_CONFIG", "SAC_CONFIG", "PEER_TORCH_THREADS")
-TINYGRAD_VARS = ("BEAM", "JITBEAM", "NOOPT", "CACHELEVEL", "IGNORE_BEAM_CACHE", "DEBUG", "JIT", "OPTIM_DTYPE")
+# tinygrad settings that change what is measured; recorded when set (HCQ2: a jitted graph's kernels as one compiled
+# submitter, agents/TUNING.md "HCQ2")
+TINYGRAD_VARS = ("BEAM", "JITBEAM", "NOOPT", "CACHELEVEL", "IGNORE_BEAM_CACHE", "DEBUG", "JIT", "OPTIM_DTYPE", "HCQ2")
 
 
 @dataclass

@@ -139,3 +139,17 @@ def test_runs_paired_by_seed_show_a_slowdown_the_seed_spread_hides():
   assert df["paired_runs"][0] == 10 and 1.1 < df["paired_ci_low"][0] < df["paired_ratio"][0] < 1.25 and df["p_paired_slower"][0] < 0.01
   other_seeds = frame([asdict(r) for r in runs_of("dqn", list(seeds), start_seed=100)])
   assert paired(base, other_seeds)["paired_runs"] == 0                  # different seeds: nothing to pair
+
+
+def test_runs_made_with_other_tinygrad_settings_are_not_comparable(tmp_path, monkeypatch):
+  """A tinygrad switch such as HCQ2 (one compiled submitter per jitted graph: DQN's update twice as fast on the CPU) is
+  recorded with each run (tinygrad_env), and the gate refuses to call a change a regression or an improvement across it."""
+  from bench.gate import gate_runs
+  from bench.records import load_runs
+  from tests.synthetic import runs_of, write
+  base = load_runs(write(str(tmp_path / "base" / "runs.jsonl"), runs_of("ppo", list(POOL[:10]))))
+  monkeypatch.setenv("HCQ2", "1")
+  recs = runs_of("ppo", list(POOL[10:20] * 0.5))
+  assert all(r.tinygrad_env == {"HCQ2": "1"} for r in recs)
+  df, _ = gate_runs(base, load_runs(write(str(tmp_path / "hcq2" / "runs.jsonl"), recs)))
+  assert df["verdict"][0] == "not comparable" and "tinygrad settings differ" in df["why"][0]

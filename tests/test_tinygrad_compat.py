@@ -70,3 +70,44 @@ def test_configuration_overrides_from_the_environment(monkeypatch):
   with pytest.raises(ValueError, match="num_envs='lots' is not a int"): overridden(cfg, "PPO_CONFIG")
   monkeypatch.delenv("PPO_CONFIG")
   assert overridden(cfg, "PPO_CONFIG") is cfg
+
+
+HCQ2_SNIPPET = """
+import numpy as np
+from tinygrad import Tensor
+from agents.common import Adam, copyin, jit
+rng = np.random.default_rng(0)
+theta, x = Tensor(rng.normal(size=24).astype(np.float32)).realize(), Tensor.zeros(8, 4).contiguous().realize()
+adam = Adam(theta, lr=1e-2, eps=1e-8)
+lr = Tensor.zeros(1).contiguous().realize()
+def step(x, lr):
+  loss = (x @ theta[:16].reshape(4, 4)).relu().sum(-1).square().mean() + theta[16:].square().sum()
+  g, = loss.gradient(theta)
+  adam.step(0, theta, g, lr[0])
+  Tensor.realize(loss, theta, *adam.moments)
+  return loss
+f = jit(step)
+for k in range(5):
+  copyin(x, rng.normal(size=(8, 4)).astype(np.float32)); copyin(lr, np.array([adam.next_lr()], np.float32))
+  f(x, lr)
+print(len(f.captured.linear.src), theta.numpy().tobytes().hex())
+"""
+
+
+def test_hcq2_runs_a_jitted_update_as_one_call_with_the_same_numbers():
+  """HCQ2=1 (tinygrad 0.14, CPU): a captured graph replays as one compiled submitter instead of one Python dispatch per
+  kernel (agents/TUNING.md "HCQ2": DQN's update 1.1 -> 0.6 ms). What that note relies on: the replay is one call, and
+  the numbers are bit for bit those of the plain path. It is read when tinygrad is imported, hence the processes."""
+  import os
+  import subprocess
+  import sys
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  def run(value):
+    env = {**os.environ, "HCQ2": value, "DEV": "CPU"}
+    r = subprocess.run([sys.executable, "-c", HCQ2_SNIPPET], env=env, cwd=root, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    calls, weights = r.stdout.split()[-2:]
+    return int(calls), weights
+  (plain_calls, plain), (calls, weights) = run("0"), run("1")
+  assert plain_calls > 1 and calls == 1, f"HCQ2 replays {calls} calls (plain: {plain_calls}): the note on HCQ2 is stale"
+  assert weights == plain
