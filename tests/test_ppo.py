@@ -149,7 +149,6 @@ def test_training_keeps_actor_and_critic_separate_and_finite(agent):
   assert agent.profile["updates"] == 3 and agent.profile["first_update_s"] > 0
 
 
-
 def test_anneal_lr_decays_the_step_size_linearly_to_zero_over_the_step_budget():
   import dataclasses
   task = dataclasses.replace(TASK, step_budget=200)
@@ -161,6 +160,7 @@ def test_anneal_lr_decays_the_step_size_linearly_to_zero_over_the_step_budget():
     if steps >= 256: break
   np.testing.assert_allclose(lrs, [a.cfg.lr * max(0.0, 1 - s / 200) for s in seen])
   assert lrs[0] > lrs[1] > lrs[2] > 0 and lrs[-1] == 0.0
+
 
 # --- continuous actions: Gaussian policy with a state-independent log-std ---
 @pytest.fixture(scope="module")
