@@ -29,12 +29,20 @@ STEAL_SHARE = 0.10
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def _cpu_times() -> tuple[int, int, int]:
-  """(busy, steal, total) jiffies of the whole machine since boot, from /proc/stat's `cpu` line (busy: neither idle,
-  nor waiting for I/O, nor stolen)."""
+def _cpu_times(cores: tuple[int, ...] | None = None) -> tuple[int, int, int]:
+  """(busy, steal, total) jiffies since boot of the whole machine (/proc/stat's `cpu` line), or of the given cores
+  (their `cpuN` lines: a run pinned to them, bench/parallel.py) (busy: neither idle, nor waiting for I/O, nor stolen)."""
+  want = None if cores is None else {f"cpu{c}" for c in cores}
+  busy = steal = total = 0
   try:
-    with open("/proc/stat") as f: v = [int(x) for x in f.readline().split()[1:9]] + [0] * 8
-    return sum(v[:8]) - v[3] - v[4] - v[7], v[7], sum(v[:8])
+    with open("/proc/stat") as f:
+      for line in f:
+        name, *rest = line.split()
+        if not name.startswith("cpu"): break
+        if (want is None and name != "cpu") or (want is not None and name not in want): continue
+        v = [int(x) for x in rest[:8]] + [0] * 8
+        busy, steal, total = busy + sum(v[:8]) - v[3] - v[4] - v[7], steal + v[7], total + sum(v[:8])
+    return busy, steal, total
   except (OSError, ValueError): return 0, 0, 0
 
 
@@ -44,17 +52,19 @@ def _loadavg() -> list[float]:
 
 
 class Contention:
-  """The agent's share of the machine during one run's timed sections."""
-  def __init__(self):
+  """The agent's share of the machine during one run's timed sections; of its own cores when it is pinned to some (runs
+  side by side, bench/parallel.py: what runs on the other cores is not its neighbour's business)."""
+  def __init__(self, cores: tuple[int, ...] | None = None):
     self.cpu_s = self.run_s = self.wait_s = self.others_s = self.wall_s = 0.0
-    self.loadavg_before, self.cores = _loadavg(), os.cpu_count() or 1
-    _, self._steal0, self._total0 = _cpu_times()
+    self.pinned = tuple(cores) if cores else None
+    self.loadavg_before, self.cores = _loadavg(), len(self.pinned) if self.pinned else os.cpu_count() or 1
+    _, self._steal0, self._total0 = _cpu_times(self.pinned)
     self._at = None
 
   def enter(self, tree) -> None:
     """Before a timed request (outside the clock): the tree's counters and the machine's now. The tree is scanned
     first: a process read for the first time at `leave` would bring all the CPU it used before (the agent's start-up)."""
-    self._at = (tree.scan(), *tree.sched(), _cpu_times()[0], time.perf_counter())
+    self._at = (tree.scan(), *tree.sched(), _cpu_times(self.pinned)[0], time.perf_counter())
 
   def leave(self, tree) -> None:
     """After it (outside the clock): what the tree used meanwhile. The tree is re-scanned first, so that processes the
@@ -64,20 +74,20 @@ class Contention:
     cpu = tree.scan()
     run, wait = tree.sched()
     self.wall_s += time.perf_counter() - t0
-    self.others_s += max((_cpu_times()[0] - busy0) / TICK - (cpu - cpu0), 0.0)
+    self.others_s += max((_cpu_times(self.pinned)[0] - busy0) / TICK - (cpu - cpu0), 0.0)
     self.cpu_s += max(cpu - cpu0, 0.0)
     self.run_s += max(run - run0, 0.0)
     self.wait_s += max(wait - wait0, 0.0)
     self._at = None
 
   def summary(self, clock_s: float) -> dict:
-    _, steal1, total1 = _cpu_times()
+    _, steal1, total1 = _cpu_times(self.pinned)
     dt = total1 - self._total0
     steal = (steal1 - self._steal0) / dt if dt > 0 else 0.0
     c = max(clock_s, 1e-9)
     wait_share, others, why = self.wait_s / c, self.others_s / max(self.wall_s, 1e-9), []
     if clock_s > 0 and wait_share > WAIT_SHARE and others > OTHERS_CORES:
-      why.append(f"other processes used {others:.1f} of {self.cores} cores while it trained, and its threads waited for a free "
+      why.append(f"other processes used {others:.1f} of {'its' if self.pinned else 'the'} {self.cores} cores while it trained, and its threads waited for a free "
                  f"core {wait_share:.0%} of the training clock")
     if steal > STEAL_SHARE: why.append(f"the hypervisor took {steal:.0%} of the machine's time (steal)")
     if why and self.loadavg_before: why.append(f"load average {self.loadavg_before[0]:g} before, {_loadavg()[0]:g} after, {self.cores} cores")

@@ -2,7 +2,7 @@
 `pytest bench/ --regress-against` (bench/regress.py), `python -m bench.gate` and `python -m bench.history`. One (agent, task) at a time, from censored times-to-threshold (unsolved runs at the budget) of a
 baseline and of the current code:
 
-- **not comparable**: different hardware fingerprints or tinygrad settings, or machine-speed scores 25 % apart
+- **not comparable**: different hardware fingerprints or tinygrad settings, runs side by side against runs alone (--workers), or machine-speed scores 25 % apart
   (bench/calibrate.py) (unless forced);
 - **regressed**: the current code solves fewer seeds than the task's bar while the baseline met it; or it is slower
   with a one-sided Mann-Whitney p under `alpha` (default 0.01) *and* the whole bootstrap CI of the ratio of medians
@@ -181,7 +181,7 @@ def gate_runs(baseline, current, *, alpha: float = ALPHA, tolerance: float = TOL
   and `current` are run frames (bench.records.load_runs). Returns (a DataFrame, warnings)."""
   import pandas as pd
 
-  from bench.stats import fingerprints
+  from bench.stats import concurrency, fingerprints
   b_all, c_all = baseline[baseline["role"] == "timed"], current[current["role"] == "timed"]
   rows, warnings = [], []
   keys = sorted(set(zip(b_all["agent"], b_all["task"])) | set(zip(c_all["agent"], c_all["task"])))
@@ -194,6 +194,9 @@ def gate_runs(baseline, current, *, alpha: float = ALPHA, tolerance: float = TOL
     why = []
     if fingerprints(b) != fingerprints(c): why.append("hardware fingerprints differ")
     if _settings(b) != _settings(c): why.append("device or tinygrad settings differ")
+    if concurrency(b) != concurrency(c):
+      why.append(f"the baseline's runs ran {' | '.join(sorted(concurrency(b)))}, these {' | '.join(sorted(concurrency(c)))} "
+                 "(runs side by side are timed apart from runs alone: README, Many runs at once)")
     speed = speed_ratio(_calibrations(c), _calibrations(b))
     if speed is not None and not 1 / (1 + SPEED_TOLERANCE) <= speed <= 1 + SPEED_TOLERANCE:
       how = f"{speed:.2f}x slower" if speed > 1 else f"{1 / speed:.2f}x faster"

@@ -19,6 +19,14 @@ def device(s: str) -> str:
   return s
 
 
+def devices(s: str) -> list[str]:
+  """A comma-separated list of devices, one per run at once: 'AMD:0,AMD:2'."""
+  out = [device(d.strip()) for d in s.split(",") if d.strip()]
+  if not out: raise argparse.ArgumentTypeError("no device named")
+  if len(set(out)) < len(out): raise argparse.ArgumentTypeError(f"a device named twice in {s!r}: runs side by side never share one")
+  return out
+
+
 def positive_int(s: str) -> int:
   try: n = int(s)
   except ValueError: raise argparse.ArgumentTypeError(f"{s!r} is not a whole number") from None
@@ -92,6 +100,17 @@ def pytest_addoption(parser):
   g.addoption("--confirm-regressions", dest="rl_confirm_regressions", action="store_true",
               help="regression gate: rerun a pair that regressed (both sides when interleaved); it fails only if the "
                    "rerun regresses too (a false alarm's chance goes from alpha to about alpha squared)")
+  g.addoption("--workers", dest="rl_workers", type=positive_int, default=None, metavar="N",
+              help="runs at once on this machine, each pinned to its own cores (and on a GPU its own device: --agent-device "
+                   "AMD gives AMD:0 ... AMD:N-1); with --ray, at most N at once on the cluster (default: one at a time; "
+                   "with --ray, as many as the cluster holds)")
+  g.addoption("--devices", dest="rl_devices", type=devices, default=None, metavar="DEV,DEV",
+              help="one device per run at once, e.g. AMD:0,AMD:2 (implies --workers as many)")
+  g.addoption("--cores-per-run", dest="rl_cores_per_run", type=positive_int, default=None, metavar="K",
+              help="cores pinned to each run at once (default: this machine's cores shared out evenly; with --ray: 1)")
+  g.addoption("--ray", dest="rl_ray", default=None, metavar="ADDRESS",
+              help="run every run on a Ray cluster (extra 'ray'): ADDRESS of its head, or 'auto' (the cluster this machine "
+                   "joined with `ray start`, else a local one); README 'Many runs at once'")
   g.addoption("--act-allowance-ms", dest="rl_act_allowance_ms", type=non_negative_float, default=2.0, metavar="MS",
               help="act() time per call not charged to the training clock; beyond it, charged (default: %(default)r)")
 
@@ -106,6 +125,8 @@ def pytest_configure(config):
   from bench.sandbox import SandboxError, probe
   try: probe(config.getoption("rl_sandbox"))
   except SandboxError as e: raise pytest.UsageError(f"--sandbox bwrap: {e}") from None
+  if not config.option.help and (config.getoption("rl_workers", None) or config.getoption("rl_devices", None) or config.getoption("rl_ray", None)):
+    config._rlspeedrun_pool = make_pool(config)
   spec = config.getoption("rl_regress_against", None)
   if spec:
     from bench.regress import BaselineError, resolve
@@ -113,9 +134,37 @@ def pytest_configure(config):
     except BaselineError as e: raise pytest.UsageError(str(e)) from None
 
 
+def make_pool(config):
+  """The slots of --workers / --devices / --ray (bench/parallel.py), or None for one run at a time."""
+  opt = config.getoption
+  workers, devs, cores, address = opt("rl_workers"), opt("rl_devices"), opt("rl_cores_per_run"), opt("rl_ray")
+  if opt("rl_regress_against"):
+    raise pytest.UsageError("--regress-against runs the two versions interleaved, one run at a time: not with --workers, --devices or --ray")
+  from bench.parallel import CoreLocks, LocalSlot, PlacementError, Pool, plan
+  try:
+    if address:
+      import importlib.util
+      if importlib.util.find_spec("ray") is None: raise pytest.UsageError("--ray needs Ray: pip install -e '.[ray]'")
+      from bench import ray_slots
+      if devs: raise pytest.UsageError("--devices is for this machine's devices; on Ray each run gets a GPU from the cluster (--agent-device CUDA)")
+      where = ray_slots.connect(address)
+      placements = ray_slots.plan(workers, opt("rl_agent_device"), cores or 1)
+      return Pool(placements, ray_slots.RaySlot, label=where)
+    placements = plan(workers or 1, opt("rl_agent_device"), devs, cores)
+    if len(placements) == 1 and not devs and not cores: return None       # --workers 1: the plain session
+    config._rlspeedrun_cores = CoreLocks()
+    config._rlspeedrun_cores.take_all([c for p in placements for c in p["cores"]])
+    return Pool(placements, LocalSlot, label=f"{len(placements)} local slots")
+  except PlacementError as e: raise pytest.UsageError(str(e)) from None
+
+
 def pytest_unconfigure(config):
   base = getattr(config, "_rlspeedrun_baseline", None)
   if base is not None and hasattr(base, "close"): base.close()
+  if getattr(config, "_rlspeedrun_cores", None) is not None: config._rlspeedrun_cores.close()
+  if getattr(config, "_rlspeedrun_pool", None) is not None and config.getoption("rl_ray", None):
+    import ray
+    ray.shutdown()
 
 
 def pytest_generate_tests(metafunc):

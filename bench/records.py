@@ -13,8 +13,8 @@ from functools import lru_cache
 
 import pandas as pd
 
-SCHEMA_VERSION = 4
-READABLE_VERSIONS = (1, 2, 3, 4)
+SCHEMA_VERSION = 5
+READABLE_VERSIONS = (1, 2, 3, 4, 5)
 GENESIS = "0" * 64                 # prev_sha256 of a file's first record
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # the reference agents' configuration overrides (agents/common.py overridden): a run made with one is not the reference's
@@ -68,6 +68,7 @@ class RunRecord:
   contended_why: str = ""
   contention: dict = field(default_factory=dict)    # CPU-s, run-queue wait, steal, load average of the timed sections
   calibration: dict = field(default_factory=dict)   # the machine-speed workload timed before the run (bench/calibrate.py)
+  placement: dict = field(default_factory=dict)     # where it ran and beside how many runs (bench/parallel.py); {}: alone, unpinned
   timestamp: str = ""
   schema_version: int = SCHEMA_VERSION
 
@@ -167,8 +168,10 @@ LEGACY_SOLVE_BAR = 0.9   # every task's min_solve_rate while schemas 1 and 2 wer
 def upgrade(r: dict) -> dict:
   """A record of an older schema with the fields that make it self-describing, from what it recorded itself: its
   agent's kind from its target (agents.* were the references, bench.peers.* the peers), the solve bar of its time;
-  contention and machine speed (schema 4) as not measured."""
+  contention and machine speed (schema 4) as not measured; placement (schema 5) as one run at a time."""
   v = r.get("schema_version", SCHEMA_VERSION)
+  if v >= 5: return r
+  r = {**r, "placement": r.get("placement", {})}      # schema 4 and older: one run at a time, unpinned
   if v >= 4: return r
   r = {**r, "contended": r.get("contended"), "contended_why": r.get("contended_why", ""), "contention": r.get("contention", {}),
        "agent_env": r.get("agent_env", {}),

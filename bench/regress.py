@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -25,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 import pandas as pd
 
 from bench.records import ROOT, frame, load_runs
-from bench.worker import PREFIX
+from bench.worker import PREFIX, agent_arg, die_with_parent
 
 BASELINES_DIR = os.path.join(ROOT, "results", "baselines")
 
@@ -75,14 +74,6 @@ class GitRef:
     if self.root: shutil.rmtree(self.root, ignore_errors=True)
 
 
-def _die_with_parent() -> None:
-  """In the worker before exec: SIGTERM when the session's process dies (Linux), so that no run outlives it."""
-  try:
-    import ctypes
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)    # PR_SET_PDEATHSIG
-  except (OSError, AttributeError): pass
-
-
 def resolve(spec: str) -> Stored | GitRef:
   """A path (session directory, runs.jsonl), a named baseline under results/baselines, or a git ref, in that order."""
   named = os.path.join(BASELINES_DIR, spec)
@@ -102,14 +93,14 @@ class Worker:
   """One side of an interleaved (agent, task): `python -m bench.worker` in a version's directory (`root`; the
   exported commit, or this checkout), a process of the same kind on both sides."""
   def __init__(self, root: str, commit: str | None, label: str, agent_spec, task, referee, records: str):
-    agent = agent_spec.name if agent_spec.kind in ("reference", "peer") else f"{agent_spec.name}={agent_spec.target}"
+    agent = agent_arg(agent_spec)
     cfg = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(referee).items()}
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
     if commit: env["RLSPEEDRUN_EXPORTED_COMMIT"] = commit
     self.log = tempfile.TemporaryFile()
     self.proc = subprocess.Popen([sys.executable, "-m", "bench.worker", "--agent", agent, "--task", task.name,
                                   "--referee", json.dumps(cfg), "--records", records], cwd=root, env=env, text=True,
-                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, preexec_fn=_die_with_parent)
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, preexec_fn=die_with_parent)
     self.label = label
 
   def call(self, line: str) -> dict:

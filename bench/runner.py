@@ -26,6 +26,7 @@ from bench.contention import Contention
 from bench.evaluation import EvalSeeds, evaluate
 from bench.records import RunRecord
 from bench.sandbox import probe
+from bench.worker import die_with_parent
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SLOW_ACT_S = 0.02     # an act() call longer than this is compiling (or charged in full): its CPU is not limited
@@ -49,6 +50,7 @@ class RefereeConfig:
   idle_cpu_fraction: float = 0.25     # ... plus this fraction of the wall time between them (the references: 0-0.2 s a run)
   act_cpu_ratio: float = 1.5          # ... plus this many CPU-seconds per second inside act() (the references: 0.7-1.05)
   calibrate: bool = True              # time the machine-speed workload before each run (bench/calibrate.py), outside the clock
+  placement: dict = field(default_factory=dict)  # runs side by side (bench/parallel.py): slot, cores (pinned), workers; recorded
 
 
 class RunFailed(Exception):
@@ -103,6 +105,7 @@ class Child:
       resource.setrlimit(resource.RLIMIT_AS, (int(gb * 2**30),) * 2)
     resource.setrlimit(resource.RLIMIT_FSIZE, (4 * 2**30,) * 2)    # no file (its output included) over 4 GiB
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if self.sandbox.kind == "none": die_with_parent(signal.SIGKILL)   # bwrap does it with --die-with-parent
 
   def request(self, msg, timeout: float, what: str, expect: type):
     self.seq, self.idle = self.seq + 1, False
@@ -164,13 +167,28 @@ class Child:
     self.log.close()
 
 
+def outside_cores(procs, cores: tuple[int, ...]) -> str:
+  """'thread T of process P' whose CPU affinity reaches beyond `cores`, or '' (a run pinned to them: bench/parallel.py)."""
+  allowed = set(cores)
+  for p in procs:
+    try: tids = [int(t) for t in os.listdir(f"/proc/{p.pid}/task")]
+    except OSError: continue
+    for tid in tids:
+      try: mask = os.sched_getaffinity(tid)
+      except OSError: continue
+      if not mask <= allowed: return f"thread {tid} of process {p.pid} (allowed cores {','.join(map(str, sorted(mask)))})"
+  return ""
+
+
 def run_one(agent: AgentSpec, task, seed: int, config: RefereeConfig, *, cache_db: str | None = None,
             kernel_cache: str = "warm", role: str = "timed", workdir: str | None = None) -> RunRecord:
   """Run `agent` on `task` with `seed` until a confirmed pass, a budget, or a failure. `cache_db` is a verified
   kernel cache (kernel_cache.seal) of which the run gets its own copy; None starts with an empty one."""
   rec = RunRecord.start(agent, task, seed, role=role, kernel_cache=kernel_cache, device=config.device)
+  rec.placement = dict(config.placement)
+  cores = tuple(config.placement.get("cores") or ()) or None
   if config.calibrate: rec.calibration = calibrate()
-  clock, shared = TrainingClock(), Contention()
+  clock, shared = TrainingClock(), Contention(cores)
   root = config.eval_seed if config.eval_seed is not None else secrets.randbits(63)
   seeds = EvalSeeds(root)
   br = rec.breakdown
@@ -235,7 +253,7 @@ def run_one(agent: AgentSpec, task, seed: int, config: RefereeConfig, *, cache_d
     wait = min(remaining, config.hang_timeout_s)
     shared.enter(child.cpu)
     clock.start()
-    try: return child.request(msg, wait, what, expect)
+    try: rep = child.request(msg, wait, what, expect)
     except TimeoutError:
       if wait >= remaining:
         raise RunFailed("unsolved", f"time budget ({task.time_budget_s:g} s) ran out during {what}") from None
@@ -243,6 +261,10 @@ def run_one(agent: AgentSpec, task, seed: int, config: RefereeConfig, *, cache_d
     finally:
       clock.stop()
       shared.leave(child.cpu)
+    if cores and (out := outside_cores(child.cpu.snapshot(), cores)):
+      raise RunFailed("failed", f"the agent's {out} may run outside the cores it was given ({','.join(map(str, cores))}) after "
+                                f"{what}: runs side by side each keep to their own cores (PROTOCOL.md section 14)")
+    return rep
 
   try:
     child = Child.for_agent(config, agent, scratch, cache_db)

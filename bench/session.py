@@ -77,6 +77,8 @@ class BenchSession:
     self.writer = RecordWriter(os.path.join(self.dir, "runs.jsonl"))
     self.records: list[RunRecord] = []
     self.baseline = getattr(config, "_rlspeedrun_baseline", None)    # --regress-against (bench/regress.py)
+    self.pool = getattr(config, "_rlspeedrun_pool", None)              # --workers, --devices, --ray (bench/parallel.py)
+    self.pool_announced = False
     self.gate_rows: list[dict] = []
 
   def pair_gate(self, agent_spec, task, suite):
@@ -102,6 +104,14 @@ class BenchSession:
         reporter.ensure_newline()
         reporter.write_line(line, **markup)
     else: print(line, flush=True)
+
+  def announce_pool(self) -> None:
+    """Once, before the first run: where the runs go."""
+    if self.pool is None or self.pool_announced: return
+    self.pool_announced = True
+    where = "; ".join(f"slot {p['slot']}: " + ", ".join(filter(None, [f"cores {','.join(map(str, p['cores']))}" if p.get("cores") else "",
+                                                                        str(p.get("device") or "")])) for p in self.pool.placements)
+    self.write_line(f"rlspeedrun: {len(self.pool.placements)} runs at once ({self.pool.label}): {where}")
 
   def progress(self, rec: RunRecord, task) -> None:
     self.records.append(rec)

@@ -115,6 +115,21 @@ def fingerprints(runs: pd.DataFrame) -> set[tuple]:
   return {tuple(str(v) for v in row) for row in runs[cols].itertuples(index=False)}
 
 
+def concurrency(runs: pd.DataFrame) -> set[str]:
+  """How the runs shared their machine with the session's other runs (records' placement, bench/parallel.py): 'one at a
+  time', or 'N at once (local|ray), K cores each'. Runs made side by side are not timed like runs made alone (README:
+  Many runs at once): verdicts and the regression gate never mix the two."""
+  n = len(runs)
+  workers = runs["placement.workers"] if "placement.workers" in runs else pd.Series([None] * n, index=runs.index)
+  cores = runs["placement.cores"] if "placement.cores" in runs else pd.Series([None] * n, index=runs.index)
+  where = runs["placement.scheduler"] if "placement.scheduler" in runs else pd.Series(["local"] * n, index=runs.index)
+  out = set()
+  for w, c, s in zip(workers, cores, where):
+    if not isinstance(w, (int, float)) or w != w or w <= 1: out.add("one at a time")
+    else: out.add(f"{int(w)} at once ({s}), {len(c) if isinstance(c, list) else '?'} cores each")
+  return out
+
+
 def pick_baseline(timed: pd.DataFrame, task: str, baseline: str | None = None) -> str:
   """The named baseline, else the reference agent (as its records say) with the lowest median time on this task."""
   present = set(timed.loc[timed["task"] == task, "agent"])
@@ -152,12 +167,17 @@ def compare_runs(runs: pd.DataFrame, baseline: str | None = None, force: bool = 
       if unboxed:
         warnings.append(f"{task}: {agent} ran without a sandbox ({'; '.join(unboxed)})"
                         + ("; compared anyway (forced)" if force else "; no verdict for an entry without one (force it with --force)"))
+      ce, cb = concurrency(e), concurrency(b)
+      if ce != cb:
+        warnings.append(f"{task}: {agent} ran {' | '.join(sorted(ce))} and {base} {' | '.join(sorted(cb))}"
+                        + ("; compared anyway (forced)" if force else "; no verdict (force it with --force)"))
       review = fewer_steps_than_references(e, g)
       warnings += [f"{task}: {agent}: {r}" for r in review]
       why = "; ".join(filter(None, ["hardware fingerprints differ" if not same else "",
+                                    "one side ran side by side with other runs, the other not alike" if ce != cb else "",
                                     "the entry ran without a sandbox" if unboxed else ""]))
       c = compare(e["censored_time_s"], b["censored_time_s"], e["solved"], b["solved"], task=task, entry=agent,
-                  baseline=base, solve_bar=float(e["solve_bar"].max()), comparable=(same and not unboxed) or force,
+                  baseline=base, solve_bar=float(e["solve_bar"].max()), comparable=(same and ce == cb and not unboxed) or force,
                   why_not=why, review=review, budget_s=float(g["time_budget_s"].max()))
       rows.append(asdict(c))
   for (agent, task), g in timed.groupby(["agent", "task"]):

@@ -103,14 +103,17 @@ class Suite:
     of a flagged pair (reported by the gate only, not pooled with the timed runs)."""
     return self._record(run_one(self.agent, self.task, seed, self.config, cache_db=self.warm_cache, workdir=self.workdir, role=role))
 
-  def adopt(self, rec: dict) -> RunRecord:
+  def adopt(self, rec: dict | RunRecord, timer: bool = True) -> RunRecord:
     """A run of this (agent, task) made by a worker process of this same version (bench/worker.py: the interleaved
-    regression gate), recorded in this session as if made here."""
-    known = {f.name for f in dataclasses.fields(RunRecord)}
-    return self._record(RunRecord(**{k: v for k, v in rec.items() if k in known}))
+    regression gate, the slots of --workers), recorded in this session as if made here. `timer` False: its time is
+    added to pytest-benchmark's timer later, by the round that reports it (runs side by side finish in any order)."""
+    if isinstance(rec, dict):
+      known = {f.name for f in dataclasses.fields(RunRecord)}
+      rec = RunRecord(**{k: v for k, v in rec.items() if k in known})
+    return self._record(rec, timer)
 
-  def _record(self, rec: RunRecord) -> RunRecord:
-    SESSION.add(rec.censored_time_s)
+  def _record(self, rec: RunRecord, timer: bool = True) -> RunRecord:
+    if timer: SESSION.add(rec.censored_time_s)
     self.records.append(rec)
     if self.writer: self.writer.write(rec)
     if self.on_record: self.on_record(rec)

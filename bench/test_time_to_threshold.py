@@ -1,11 +1,13 @@
 """The benchmark: `pytest bench/`. One test per (agent, task) of the selected tier; each seed is one
 pytest-benchmark round, timed by the referee's training clock (so the table is time-to-threshold).
-Under `--regress-against`, the pair's test is its regression gate instead of its solve bar (bench/regress.py)."""
+Under `--regress-against`, the pair's test is its regression gate instead of its solve bar (bench/regress.py); under
+`--workers`/`--ray` its runs are made side by side first (bench/parallel.py), then reported round by round."""
 from __future__ import annotations
 
 import pytest
 
 from bench.agent_api import AgentError
+from bench.clock import SESSION
 from bench.gate import reproduce
 from bench.regress import BaselineError
 from bench.session import extra_info
@@ -18,15 +20,24 @@ def test_time_to_threshold(benchmark, bench_session, agent_spec, task):
   gate = None
   try:
     failed = None
-    try:
-      gate = bench_session.pair_gate(agent_spec, task, suite)
-      if gate is None or not gate.interleaved: suite.warm_up()
-      if gate: gate.warm_up()     # interleaved: both sides' workers warm up (bench/regress.py PairGate)
-    except (AgentError, BaselineError) as e: failed = str(e)
-    if failed: pytest.fail(failed, pytrace=False)   # outside the except: one message, not two chained tracebacks
-    cold = suite.cold_start(bench_session.seeds[0]) if bench_session.cold_start else None
+    bench_session.announce_pool()
+    if bench_session.pool is not None:     # runs side by side (bench/parallel.py): every record made, then reported in seed order
+      try: bench_session.pool.run_pair(suite, bench_session.seeds, bench_session.seeds[0] if bench_session.cold_start else None)
+      except AgentError as e: failed = str(e)
+      if failed: pytest.fail(failed, pytrace=False)
+      cold = next((r for r in suite.records if r.role == "cold-start"), None)
+      made = {r.seed: r for r in suite.records if r.role == "timed"}
+      run = lambda s: SESSION.add(made[s].censored_time_s)
+    else:
+      try:
+        gate = bench_session.pair_gate(agent_spec, task, suite)
+        if gate is None or not gate.interleaved: suite.warm_up()
+        if gate: gate.warm_up()     # interleaved: both sides' workers warm up (bench/regress.py PairGate)
+      except (AgentError, BaselineError) as e: failed = str(e)
+      if failed: pytest.fail(failed, pytrace=False)   # outside the except: one message, not two chained tracebacks
+      cold = suite.cold_start(bench_session.seeds[0]) if bench_session.cold_start else None
+      run = suite.run if gate is None else (lambda s: gate.run(s, suite.run))
 
-    run = suite.run if gate is None else (lambda s: gate.run(s, suite.run))
     seeds = iter(bench_session.seeds)
     benchmark.group = task.name
     try:
@@ -36,7 +47,7 @@ def test_time_to_threshold(benchmark, bench_session, agent_spec, task):
         benchmark.pedantic(run, setup=lambda: ((next(seeds),), {}), rounds=len(bench_session.seeds), iterations=1, warmup_rounds=0)
     except BaselineError as e: failed = f"{e}\n  (this version's finished runs are in {bench_session.writer.path})"
     if failed: pytest.fail(failed, pytrace=False)
-    timed = [r for r in suite.records if r.role == "timed"]
+    timed = sorted((r for r in suite.records if r.role == "timed"), key=lambda r: r.seed)
     benchmark.extra_info.update(extra_info(agent_spec, task, timed, cold, bench_session.writer.path))
     if gate is not None and _gate(bench_session, gate, suite): return
     solved = sum(r.solved for r in timed)

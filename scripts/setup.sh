@@ -7,6 +7,7 @@
 #   EXTRAS=envs,peers bash scripts/setup.sh   # also Stable-Baselines3 + torch, for the peer comparison
 #   EXTRAS=envs,peers,peers-sbx,peers-rltools bash scripts/setup.sh   # also sbx (JAX) and RLtools (+ g++, OpenBLAS)
 #   EXTRAS=envs,dev bash scripts/setup.sh     # also ruff and actionlint (+ shellcheck), the lints CI runs
+#   EXTRAS=envs,ray bash scripts/setup.sh     # also Ray, for pytest bench/ --ray (README: Many runs at once)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}

@@ -177,3 +177,19 @@ PREPARED: list[str] = []
 def prepare(task) -> None:
   """A peer-style preload step (bench/child.py _preload `module:function`): records the task it was called with."""
   PREPARED.append(task.name)
+
+
+class ReportsItsCores(SleepyTrainer):
+  """Says in its profile which cores it may run on (a bit mask) and how many threads its pools were told to use."""
+  @property
+  def profile(self):
+    return {"affinity_mask": float(sum(1 << c for c in os.sched_getaffinity(0))),
+            "omp_threads": float(os.environ.get("OMP_NUM_THREADS", "0")), "tinygrad_threads": float(os.environ.get("NUM_CPU_THREADS", "0"))}
+
+
+class KillsItsRefereeOnSeed1(Scripted):
+  """Unsandboxed, on seed 1: kills the process that runs its referee (a slot's worker), mid-run."""
+  def train(self):
+    for steps in super().train():
+      if self.seed == 1: os.kill(os.getppid(), signal.SIGKILL)
+      yield steps

@@ -239,3 +239,12 @@ class SlowAct(Scripted):
   def act(self, obs):
     time.sleep(0.02)
     return good_policy(obs) if self.updates >= self.updates_to_learn else np.zeros(len(obs), dtype=np.int64)
+
+
+class LeavesItsCores(Scripted):
+  """Run side by side with others, pinned to its own cores: widens its CPU affinity to every core of the machine during
+  training, to take its neighbours' cores (bench/parallel.py)."""
+  def train(self):
+    for steps in super().train():
+      os.sched_setaffinity(0, range(os.cpu_count()))
+      yield steps

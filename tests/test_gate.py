@@ -153,3 +153,23 @@ def test_runs_made_with_other_tinygrad_settings_are_not_comparable(tmp_path, mon
   assert all(r.tinygrad_env == {"HCQ2": "1"} for r in recs)
   df, _ = gate_runs(base, load_runs(write(str(tmp_path / "hcq2" / "runs.jsonl"), recs)))
   assert df["verdict"][0] == "not comparable" and "tinygrad settings differ" in df["why"][0]
+
+
+def test_runs_side_by_side_are_not_compared_with_runs_alone(tmp_path):
+  """Runs made with --workers (pinned, beside other runs) carry their placement; the gate and the report's verdicts never
+  judge them against runs made one at a time (README: Many runs at once)."""
+  from bench.gate import gate_runs
+  from bench.records import load_runs
+  from bench.stats import compare_runs
+  from tests.synthetic import runs_of, write
+  alone = runs_of("ppo", list(POOL[:10]))
+  side = runs_of("ppo", list(POOL[10:20] * 0.5))
+  for i, r in enumerate(side): r.placement = {"slot": i % 2, "workers": 2, "cores": [i % 2], "scheduler": "local", "beside": 1}
+  df, _ = gate_runs(load_runs(write(str(tmp_path / "a" / "runs.jsonl"), alone)), load_runs(write(str(tmp_path / "b" / "runs.jsonl"), side)))
+  assert df["verdict"][0] == "not comparable" and "2 at once (local), 1 cores each" in df["why"][0] and "one at a time" in df["why"][0]
+  both = load_runs(write(str(tmp_path / "c" / "runs.jsonl"), alone + runs_of("dqn", list(POOL[10:20]))))
+  assert (compare_runs(both)[0]["verdict"] != "not comparable").all()       # alone against alone: a verdict
+  for r in side: r.agent = "dqn"
+  mixed = load_runs(write(str(tmp_path / "d" / "runs.jsonl"), alone + side))
+  table, warnings = compare_runs(mixed)
+  assert (table["verdict"] == "not comparable").all() and any("at once" in w for w in warnings)

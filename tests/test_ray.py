@@ -1,0 +1,82 @@
+"""Runs on a Ray cluster (bench/ray_slots.py, `pytest bench/ --ray auto|ADDRESS`), on local clusters: end to end through
+`pytest bench/`, and a node that dies under a run. Skipped without the extra `ray`."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import psutil
+import pytest
+
+from bench.records import load_runs
+
+ray = pytest.importorskip("ray")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_pytest_bench_on_a_local_ray_cluster(tmp_path):
+  cmd = [sys.executable, "-m", "pytest", "bench/", "-p", "no:cacheprovider", "--results-dir", str(tmp_path), "--seeds", "3",
+         "--task", "CartPole-v1", "--ray", "auto", "--workers", "2", "--agent", "tests/fake_agents.py:ReportsItsCores"]
+  env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+  r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+  assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+  assert "2 runs at once (a local Ray cluster started for this session" in r.stdout
+  assert "test_time_to_threshold[ReportsItsCores-CartPole-v1]" in r.stdout      # pytest-benchmark's table, as ever
+  runs = load_runs(str(tmp_path))
+  assert sorted(zip(runs["role"], runs["seed"])) == [("cold-start", 0), ("timed", 0), ("timed", 1), ("timed", 2)]
+  assert runs["solved"].all() and (runs["placement.scheduler"] == "ray").all() and runs["placement.node_id"].str.len().gt(0).all()
+  assert (runs["fingerprint.host"] != "").all() and (runs["sandbox"] == "bwrap").all()
+  for cores, mask in zip(runs["placement.cores"], runs["agent_profile.affinity_mask"]):
+    assert len(cores) == 1 and mask == float(1 << cores[0])      # pinned on its node to the cores it claimed
+
+
+def test_a_node_that_dies_mid_run_makes_that_run_a_failed_record(tmp_path):
+  from ray.cluster_utils import Cluster
+
+  from bench import ray_slots
+  from bench.agent_api import resolve_agent
+  from bench.parallel import Pool
+  from bench.records import RecordWriter
+  from bench.runner import RefereeConfig
+  from bench.suite import Suite
+  from envs import get_task
+  cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})    # the driver's node runs nothing
+  node = cluster.add_node(num_cpus=1)
+  ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False,
+           runtime_env={"env_vars": {"PYTHONPATH": ROOT}})
+  suite = Suite(resolve_agent("tests/fake_agents.py:SlowNeverLearns"), get_task("CartPole-v1"),
+                RefereeConfig(calibrate=False, startup_timeout_s=15), RecordWriter(str(tmp_path / "runs.jsonl")))
+  try:
+    pool = Pool(ray_slots.plan(None, "CPU", 1), ray_slots.RaySlot, label="test cluster")
+    done = threading.Thread(target=pool.run_pair, args=(suite, [0, 1], None), daemon=True)
+    done.start()
+    deadline = time.time() + 120
+    while time.time() < deadline and not any("bench.child" in " ".join(p.cmdline()) for p in _all()): time.sleep(0.3)
+    time.sleep(3.0)                    # seed 0's run is training
+    cluster.remove_node(node)
+    done.join(timeout=120)
+    assert not done.is_alive()
+  finally:
+    suite.close()
+    ray.shutdown()
+    cluster.shutdown()
+  recs = {r.seed: r for r in suite.records}
+  assert sorted(recs) == [0, 1] and len(load_runs(str(tmp_path / "runs.jsonl"))) == 2
+  assert recs[0].status == "failed" and "died" in recs[0].failure_reason and "node" in recs[0].failure_reason
+  assert recs[0].placement["scheduler"] == "ray" and recs[0].placement["node_id"] and recs[0].placement["cores"]   # where it was
+  assert recs[1].status == "failed" and "not run: every slot was lost" in recs[1].failure_reason     # nowhere left to run it, said so
+  time.sleep(1.0)
+  assert not [p for p in _all() if "bench.child" in " ".join(p.cmdline())], "an agent process outlived its node"
+
+
+def _all() -> list[psutil.Process]:
+  out = []
+  for p in psutil.process_iter():
+    try:
+      p.cmdline()
+      out.append(p)
+    except psutil.Error: pass
+  return out
