@@ -29,7 +29,7 @@ import time
 
 from bench.agent_api import AgentError
 from bench.records import RunRecord
-from bench.worker import PREFIX, agent_arg, die_with_parent
+from bench.worker import agent_arg, ask, die_with_parent
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOCK_DIR = os.path.join(tempfile.gettempdir(), "rlspeedrun-cores")
@@ -153,12 +153,7 @@ class LocalSlot:
                                  start_new_session=True)   # Ctrl-C reaches the session, which ends the slots itself
 
   def call(self, line: str) -> dict:
-    try:
-      self.proc.stdin.write(line + "\n")
-      self.proc.stdin.flush()
-      for out in self.proc.stdout:
-        if out.startswith(PREFIX): return json.loads(out[len(PREFIX):])
-    except (OSError, ValueError): pass
+    if (rep := ask(self.proc, line)) is not None: return rep
     try: code = self.proc.wait(timeout=10)
     except subprocess.TimeoutExpired: code = "still running"
     self.log.seek(0)

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 import pandas as pd
 
 from bench.records import ROOT, frame, load_runs
-from bench.worker import PREFIX, agent_arg, die_with_parent
+from bench.worker import agent_arg, ask, die_with_parent
 
 BASELINES_DIR = os.path.join(ROOT, "results", "baselines")
 
@@ -104,12 +104,7 @@ class Worker:
     self.label = label
 
   def call(self, line: str) -> dict:
-    try:
-      self.proc.stdin.write(line + "\n")
-      self.proc.stdin.flush()
-      for out in self.proc.stdout:
-        if out.startswith(PREFIX): return json.loads(out[len(PREFIX):])
-    except (OSError, ValueError): pass
+    if (rep := ask(self.proc, line)) is not None: return rep
     self.log.seek(0)
     tail = self.log.read().decode(errors="replace")[-2000:]
     raise BaselineError(f"the baseline's referee ({self.label}) stopped during {line!r} (exit {self.proc.poll()}): {tail}")

@@ -346,6 +346,13 @@ def write_report(runs: pd.DataFrame, out_dir: str, *, baseline: str | None = Non
     lines += [f"Contended runs (other processes shared the cores while they trained; bench/contention.py): {len(shared)} of "
               f"{len(timed)}" + (f", e.g. {shared['agent'].iloc[0]} seed {shared['seed'].iloc[0]}: {shared['contended_why'].iloc[0]}. "
                                  "Their times are not this machine's quiet speed." if len(shared) else "."), ""]
+  if len(timed):
+    from bench.stats import concurrency
+    ways = sorted(concurrency(timed))
+    beside = timed["placement.beside"] if "placement.beside" in timed else None
+    lines += [f"Runs made: {'; '.join(ways)}" + (f" (at most {int(beside.max())} other runs beside one)" if beside is not None
+                                                    and beside.notna().any() else "") +
+              (". Runs made side by side are not compared with runs made one at a time (PROTOCOL.md section 14)." if len(ways) > 1 else "."), ""]
   lines += _power_section(timed)
   lines += ["## Method", "",
             f"Per task, every agent is compared with the baseline ({baseline or 'the fastest reference agent on the task'}). "

@@ -117,7 +117,7 @@ def fingerprints(runs: pd.DataFrame) -> set[tuple]:
 
 def concurrency(runs: pd.DataFrame) -> set[str]:
   """How the runs shared their machine with the session's other runs (records' placement, bench/parallel.py): 'one at a
-  time', or 'N at once (local|ray), K cores each'. Runs made side by side are not timed like runs made alone (README:
+  time' (unpinned), or 'N at once (local|ray), K cores each' (pinned; N may be 1: `--workers 1 --cores-per-run K`). Runs made side by side are not timed like runs made alone (README:
   Many runs at once): verdicts and the regression gate never mix the two."""
   n = len(runs)
   workers = runs["placement.workers"] if "placement.workers" in runs else pd.Series([None] * n, index=runs.index)
@@ -125,8 +125,9 @@ def concurrency(runs: pd.DataFrame) -> set[str]:
   where = runs["placement.scheduler"] if "placement.scheduler" in runs else pd.Series(["local"] * n, index=runs.index)
   out = set()
   for w, c, s in zip(workers, cores, where):
-    if not isinstance(w, (int, float)) or w != w or w <= 1: out.add("one at a time")
-    else: out.add(f"{int(w)} at once ({s}), {len(c) if isinstance(c, list) else '?'} cores each")
+    alone = not isinstance(w, (int, float)) or w != w or w <= 1
+    if alone and not isinstance(c, list): out.add("one at a time")
+    else: out.add(f"{1 if alone else int(w)} at once ({s}), {len(c) if isinstance(c, list) else '?'} cores each")
   return out
 
 

@@ -31,6 +31,17 @@ def answer(obj: dict) -> None:
   sys.stdout.flush()
 
 
+def ask(proc, line: str) -> dict | None:
+  """Send a command to a worker process (text pipes) and read its answer; None when the worker stopped instead."""
+  try:
+    proc.stdin.write(line + "\n")
+    proc.stdin.flush()
+    for out in proc.stdout:
+      if out.startswith(PREFIX): return json.loads(out[len(PREFIX):])
+  except (OSError, ValueError): pass
+  return None
+
+
 def agent_arg(spec) -> str:
   """The agent as `--agent` takes it again in another process: a reference or peer by name, anything else NAME=TARGET."""
   return spec.name if spec.kind in ("reference", "peer") else f"{spec.name}={spec.target}"
