@@ -115,6 +115,20 @@ def _tree(pid: int) -> list[psutil.Process]:
   except psutil.Error: return []
 
 
+def _agents(procs) -> int:
+  """How many of `procs` are agent processes (a process may end, or be a zombie, while it is read)."""
+  n = 0
+  for p in procs:
+    try: n += "bench.child" in " ".join(p.cmdline())
+    except psutil.Error: pass
+  return n
+
+
+def _alive(p: psutil.Process) -> bool:
+  try: return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+  except psutil.Error: return False
+
+
 @two_cores
 def test_ctrl_c_keeps_every_finished_record_and_leaves_no_process(tmp_path):
   cmd = [sys.executable, "-m", "pytest", "bench/", "-p", "no:cacheprovider", "--results-dir", str(tmp_path), "--seeds", "4",
@@ -123,23 +137,28 @@ def test_ctrl_c_keeps_every_finished_record_and_leaves_no_process(tmp_path):
   proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
   deadline, seen = time.time() + 120, []
-  while time.time() < deadline:
-    files = list(tmp_path.glob("*/runs.jsonl"))
-    seen = _tree(proc.pid)
-    if files and len(files[0].read_text().splitlines()) >= 4 and sum("bench.child" in " ".join(p.cmdline()) for p in seen if p.is_running()) >= 2:
-      break
-    time.sleep(0.3)
-  else:
-    proc.kill(); pytest.fail("the Scripted runs did not finish in time")
-  time.sleep(1.0)                          # both SlowNeverLearns runs are under way, one per slot
-  seen += _tree(proc.pid)
-  proc.send_signal(signal.SIGINT)
-  out, _ = proc.communicate(timeout=90)
+  try:
+    while time.time() < deadline:
+      files = list(tmp_path.glob("*/runs.jsonl"))
+      seen = _tree(proc.pid)
+      if files and len(files[0].read_text().splitlines()) >= 4 and _agents(seen) >= 2: break
+      time.sleep(0.3)
+    else: pytest.fail("the Scripted runs did not finish in time")
+    time.sleep(1.0)                          # both SlowNeverLearns runs are under way, one per slot
+    seen += _tree(proc.pid)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=90)
+  finally:                                   # never leave the session (and the cores it holds) to the next test
+    if proc.poll() is None:
+      for p in [*_tree(proc.pid), psutil.Process(proc.pid)]:
+        try: p.kill()
+        except psutil.Error: pass
+      proc.wait()
   assert proc.returncode != 0
   runs = load_runs(str(tmp_path))
   assert sorted(runs["seed"]) == [0, 1, 2, 3] and set(runs["agent"]) == {"Scripted"} and runs["solved"].all()
   time.sleep(0.5)
-  left = [p for p in seen if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+  left = [p for p in seen if _alive(p)]
   assert not left, f"left running: {[' '.join(p.cmdline())[:80] for p in left]}"
   free = CoreLocks()
   try: assert free.take_free(2, [0, 1]) == [0, 1]        # the session's cores are free again
