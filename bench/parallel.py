@@ -29,7 +29,7 @@ import time
 
 from bench.agent_api import AgentError
 from bench.records import RunRecord
-from bench.worker import agent_arg, ask, die_with_parent
+from bench.worker import agent_arg, ask, die_with_parent, referee_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOCK_DIR = os.path.join(tempfile.gettempdir(), "rlspeedrun-cores")
@@ -139,7 +139,7 @@ class LocalSlot:
     self.placement = {**placement, "scheduler": "local", "host": platform.node()}
     cfg = dataclasses.replace(referee, device=placement["device"], placement=self.placement,
                               extra_env={**referee.extra_env, **thread_env(len(placement["cores"]))})
-    fields = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
+    fields = referee_json(cfg)
     records = os.path.join(scratch, f"slot-{placement['slot']}-{time.monotonic_ns()}.jsonl")   # the worker's own copy
     cores = placement["cores"]
     def start() -> None:

@@ -12,7 +12,6 @@ when the node's commit is not the session's.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import platform
 
@@ -83,13 +82,12 @@ class RayWorker:
   def call(self, line: str) -> dict: return self.handler.handle(line)
 
 
-
 class RaySlot:
   """The session's side of one RayWorker: its calls, and the actor's death as SlotDied."""
   def __init__(self, placement: dict, agent, task, referee, scratch: str):
     from bench.records import git_info
-    from bench.worker import agent_arg
-    fields = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(referee).items()}
+    from bench.worker import agent_arg, referee_json
+    fields = referee_json(referee)
     self.placement = {"slot": placement["slot"], "workers": placement["workers"], "device": placement["device"], "scheduler": "ray"}
     self.actor = RayWorker.options(num_cpus=placement["cores_per_run"], num_gpus=1 if placement["gpu"] else 0).remote(
       agent_arg(agent), task.name, fields, placement, git_info().get("commit"))

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 import pandas as pd
 
 from bench.records import ROOT, frame, load_runs
-from bench.worker import agent_arg, ask, die_with_parent
+from bench.worker import agent_arg, ask, die_with_parent, referee_json
 
 BASELINES_DIR = os.path.join(ROOT, "results", "baselines")
 
@@ -94,7 +94,7 @@ class Worker:
   exported commit, or this checkout), a process of the same kind on both sides."""
   def __init__(self, root: str, commit: str | None, label: str, agent_spec, task, referee, records: str):
     agent = agent_arg(agent_spec)
-    cfg = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(referee).items()}
+    cfg = referee_json(referee)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
     if commit: env["RLSPEEDRUN_EXPORTED_COMMIT"] = commit
     self.log = tempfile.TemporaryFile()

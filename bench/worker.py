@@ -47,6 +47,11 @@ def agent_arg(spec) -> str:
   return spec.name if spec.kind in ("reference", "peer") else f"{spec.name}={spec.target}"
 
 
+def referee_json(referee) -> dict:
+  """A RefereeConfig as JSON-ready fields (tuples as lists), for another process's referee_fields."""
+  return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(referee).items()}
+
+
 def referee_fields(cfg: dict) -> dict:
   """RefereeConfig's fields from JSON (fields this version lacks are ignored; lists back to tuples)."""
   from bench.runner import RefereeConfig
