@@ -177,11 +177,10 @@ class _Runner(threading.Thread):
   def __init__(self, make, placement: dict, events: queue.Queue):
     super().__init__(daemon=True)
     self.make, self.placement, self.events, self.jobs = make, placement, events, queue.Queue()
-    self.slot, self.line, self.since, self.closed = None, None, 0.0, False
+    self.slot, self.closed = None, False
     self.start()
 
   def submit(self, line: str) -> None:
-    self.line, self.since = line, time.monotonic()
     self.jobs.put(line)
 
   def run(self) -> None:
