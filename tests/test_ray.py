@@ -50,11 +50,17 @@ def test_a_node_that_dies_mid_run_makes_that_run_a_failed_record(tmp_path):
   suite = Suite(resolve_agent("tests/fake_agents.py:SlowNeverLearns"), get_task("CartPole-v1"),
                 RefereeConfig(calibrate=False, startup_timeout_s=15), RecordWriter(str(tmp_path / "runs.jsonl")))
   try:
-    pool = Pool(ray_slots.plan(None, "CPU", 1), ray_slots.RaySlot, label="test cluster")
+    running = threading.Event()
+    class Slot(ray_slots.RaySlot):
+      def call(self, line):
+        if line.startswith("run "): running.set()      # the warm-up is over: seed 0's run is asked for
+        return super().call(line)
+    pool = Pool(ray_slots.plan(None, "CPU", 1), Slot, label="test cluster")
     done = threading.Thread(target=pool.run_pair, args=(suite, [0, 1], None), daemon=True)
     done.start()
-    deadline = time.time() + 120
-    while time.time() < deadline and not any("bench.child" in " ".join(p.cmdline()) for p in _all()): time.sleep(0.3)
+    assert running.wait(timeout=180), "the slot never got past its warm-up"
+    deadline = time.time() + 60
+    while time.time() < deadline and not _agent_pids(): time.sleep(0.1)
     time.sleep(3.0)                    # seed 0's run is training
     cluster.remove_node(node)
     done.join(timeout=120)
@@ -69,14 +75,13 @@ def test_a_node_that_dies_mid_run_makes_that_run_a_failed_record(tmp_path):
   assert recs[0].placement["scheduler"] == "ray" and recs[0].placement["node_id"] and recs[0].placement["cores"]   # where it was
   assert recs[1].status == "failed" and "not run: every slot was lost" in recs[1].failure_reason     # nowhere left to run it, said so
   time.sleep(1.0)
-  assert not [p for p in _all() if "bench.child" in " ".join(p.cmdline())], "an agent process outlived its node"
+  assert not _agent_pids(), "an agent process outlived its node"
 
 
-def _all() -> list[psutil.Process]:
+def _agent_pids() -> list[int]:
   out = []
   for p in psutil.process_iter():
     try:
-      p.cmdline()
-      out.append(p)
-    except psutil.Error: pass
+      if "bench.child" in " ".join(p.cmdline()): out.append(p.pid)
+    except psutil.Error: pass     # ended while read
   return out
