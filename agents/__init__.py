@@ -5,6 +5,7 @@ Each runs on its own: `python -m agents.ppo --task CartPole-v1 --seed 0` (agents
 # name -> "module:Class"; these names are accepted by `--agent` (peers, other libraries: bench/peers/)
 REFERENCE_AGENTS: dict[str, str] = {
   "ppo": "agents.ppo:PPO",
+  "ppo_jit": "agents.ppo_jit:PPOJit",
   "dqn": "agents.dqn:DQN",
   "sac": "agents.sac:SAC",
 }

@@ -14,10 +14,17 @@ import numpy as np
 import pandas as pd
 
 from bench.gate import ALPHA, TOLERANCE, gate_runs
-from bench.records import TamperedRecords, load_runs, records_files
+from bench.records import AGENT_VARS, TamperedRecords, load_runs, records_files
 
 MACHINE_KEYS = ("fingerprint.cpu", "fingerprint.cores", "fingerprint.gpu", "device", "fingerprint.host")
 MARKS = {"regressed": ("v", "tab:red"), "improved": ("^", "tab:green")}
+
+
+def _own_config(agent: str, recorded: list[str]) -> str | None:
+  """This agent's configuration variable, if recorded: PPO_CONFIG for ppo, PPO_JIT_CONFIG for ppo_jit (of the
+  variables bench/records.py records, the longest NAME_CONFIG whose NAME begins the agent's name)."""
+  mine = max((n for n in AGENT_VARS if n.endswith("_CONFIG") and agent.lower().startswith(n[:-len("_CONFIG")].lower())), key=len, default=None)
+  return mine if mine in recorded else None
 
 
 def session_files(paths: list[str]) -> list[str]:
@@ -43,8 +50,8 @@ def sessions_table(runs: pd.DataFrame, *, alpha: float, tolerance: float) -> pd.
     for session, s in sorted(g.groupby("session"), key=lambda kv: kv[1]["timestamp"].min()):
       t = s["censored_time_s"].to_numpy(float)
       lo, hi = _median_ci(t)
-      config = " ".join(f"{c.split('.', 1)[1]}={v}" for c in sorted(s.columns) if c.startswith("agent_env.")   # its own: PPO_CONFIG for ppo
-                        and agent.lower().startswith(c.split(".", 1)[1].split("_")[0].lower()) and isinstance(v := s[c].iloc[0], str) and v)
+      own = _own_config(agent, [c.split(".", 1)[1] for c in s.columns if c.startswith("agent_env.")])
+      config = f"{own}={v}" if own and isinstance(v := s[f"agent_env.{own}"].iloc[0], str) and v else ""
       series = s["machine"].iloc[0] + (f" · {config}" if config else "")    # an overridden config is its own line
       verdict, why = "-", "first on this machine" + (" with this config" if config else "")
       if series in previous:

@@ -18,7 +18,7 @@ READABLE_VERSIONS = (1, 2, 3, 4, 5)
 GENESIS = "0" * 64                 # prev_sha256 of a file's first record
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # the reference agents' configuration overrides (agents/common.py overridden): a run made with one is not the reference's
-AGENT_VARS = ("PPO_CONFIG", "DQN_CONFIG", "SAC_CONFIG", "PEER_TORCH_THREADS")
+AGENT_VARS = ("PPO_CONFIG", "PPO_JIT_CONFIG", "DQN_CONFIG", "SAC_CONFIG", "PEER_TORCH_THREADS")
 # tinygrad settings that change what is measured; recorded when set (HCQ2: a jitted graph's kernels as one compiled
 # submitter, agents/TUNING.md "HCQ2")
 TINYGRAD_VARS = ("BEAM", "JITBEAM", "NOOPT", "CACHELEVEL", "IGNORE_BEAM_CACHE", "DEBUG", "JIT", "OPTIM_DTYPE", "HCQ2")

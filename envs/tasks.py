@@ -128,14 +128,14 @@ TASKS: dict[str, Task] = {t.name: t for t in [
     threshold=475.0, threshold_source="gymnasium reward_threshold",
     time_budget_s=120.0, step_budget=500_000,
     eval_episodes=10, confirm_episodes=100, eval_every_steps=2048,
-    step_floor=2_000, min_solve_rate=0.9, tiers=("quick",), agents=("ppo", "dqn"),
+    step_floor=2_000, min_solve_rate=0.9, tiers=("quick",), agents=("ppo", "ppo_jit", "dqn"),
   ),
   Task(
     name="Acrobot-v1", env_id="Acrobot-v1",
     threshold=-100.0, threshold_source="gymnasium reward_threshold",
     time_budget_s=300.0, step_budget=500_000,
     eval_episodes=10, confirm_episodes=100, eval_every_steps=4096,
-    step_floor=2_000, min_solve_rate=0.9, tiers=("quick",), agents=("ppo", "dqn"),
+    step_floor=2_000, min_solve_rate=0.9, tiers=("quick",), agents=("ppo", "ppo_jit", "dqn"),
   ),
   Task(
     name="Pendulum-v1", env_id="Pendulum-v1",

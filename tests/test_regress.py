@@ -85,6 +85,13 @@ def test_the_history_page_marks_a_regression_and_draws_each_pair(tmp_path):
   assert (tmp_path / "h" / "history-ppo-CartPole-v1.png").stat().st_size > 10_000
 
 
+def test_each_agent_is_lined_up_by_its_own_configuration_variable():
+  from bench.history import _own_config
+  recorded = ["PPO_CONFIG", "PPO_JIT_CONFIG", "SAC_CONFIG"]
+  assert _own_config("ppo", recorded) == "PPO_CONFIG" and _own_config("ppo_jit", recorded) == "PPO_JIT_CONFIG"
+  assert _own_config("ppo_jit", ["PPO_CONFIG"]) is None and _own_config("dqn", recorded) is None   # not another's
+
+
 def test_a_run_sharing_the_cores_with_cpu_burners_is_contended_and_a_quiet_one_is_not():
   from bench.accounting import TreeCPU
   from bench.contention import Contention
