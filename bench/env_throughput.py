@@ -19,12 +19,12 @@ import time
 import gymnasium as gym
 from tinygrad import Device, Tensor, TinyJit, dtypes
 
+from envs import get_task
 from envs.batched import DYNAMICS, BatchedEnv
 
 
 def gym_rate(env_id: str, n: int, seconds: float) -> float:
-  native = gym.spec(env_id).vector_entry_point is not None
-  envs = gym.make_vec(env_id, num_envs=n, vectorization_mode="vector_entry_point" if native else "sync")
+  envs = get_task(env_id).gym_make_vec(n)     # gymnasium's native vector env where there is one, else sync (envs/tasks.py)
   try:
     envs.reset(seed=0)
     envs.action_space.seed(0)
