@@ -17,6 +17,7 @@ from bench.records import RecordWriter, load_runs
 from bench.runner import RefereeConfig
 from bench.suite import Suite
 from envs import get_task
+from tests.procs import agents, alive, cmdline, tree
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 two_cores = pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 cores")
@@ -110,25 +111,6 @@ def test_an_agent_that_leaves_its_cores_fails(tmp_path):
     assert r.status == "failed" and "may run outside the cores it was given" in r.failure_reason
 
 
-def _tree(pid: int) -> list[psutil.Process]:
-  try: return psutil.Process(pid).children(recursive=True)
-  except psutil.Error: return []
-
-
-def _agents(procs) -> int:
-  """How many of `procs` are agent processes (a process may end, or be a zombie, while it is read)."""
-  n = 0
-  for p in procs:
-    try: n += "bench.child" in " ".join(p.cmdline())
-    except psutil.Error: pass
-  return n
-
-
-def _alive(p: psutil.Process) -> bool:
-  try: return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
-  except psutil.Error: return False
-
-
 @two_cores
 def test_ctrl_c_keeps_every_finished_record_and_leaves_no_process(tmp_path):
   cmd = [sys.executable, "-m", "pytest", "bench/", "-p", "no:cacheprovider", "--results-dir", str(tmp_path), "--seeds", "4",
@@ -140,17 +122,17 @@ def test_ctrl_c_keeps_every_finished_record_and_leaves_no_process(tmp_path):
   try:
     while time.time() < deadline:
       files = list(tmp_path.glob("*/runs.jsonl"))
-      seen = _tree(proc.pid)
-      if files and len(files[0].read_text().splitlines()) >= 4 and _agents(seen) >= 2: break
+      seen = tree(proc.pid)
+      if files and len(files[0].read_text().splitlines()) >= 4 and len(agents(seen)) >= 2: break
       time.sleep(0.3)
     else: pytest.fail("the Scripted runs did not finish in time")
     time.sleep(1.0)                          # both SlowNeverLearns runs are under way, one per slot
-    seen += _tree(proc.pid)
+    seen += tree(proc.pid)
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=90)
   finally:                                   # never leave the session (and the cores it holds) to the next test
     if proc.poll() is None:
-      for p in [*_tree(proc.pid), psutil.Process(proc.pid)]:
+      for p in [*tree(proc.pid), psutil.Process(proc.pid)]:
         try: p.kill()
         except psutil.Error: pass
       proc.wait()
@@ -158,8 +140,8 @@ def test_ctrl_c_keeps_every_finished_record_and_leaves_no_process(tmp_path):
   runs = load_runs(str(tmp_path))
   assert sorted(runs["seed"]) == [0, 1, 2, 3] and set(runs["agent"]) == {"Scripted"} and runs["solved"].all()
   time.sleep(0.5)
-  left = [p for p in seen if _alive(p)]
-  assert not left, f"left running: {[' '.join(p.cmdline())[:80] for p in left]}"
+  left = [p for p in seen if alive(p)]
+  assert not left, f"left running: {[cmdline(p)[:80] for p in left]}"
   free = CoreLocks()
   try: assert free.take_free(2, [0, 1]) == [0, 1]        # the session's cores are free again
   finally: free.close()

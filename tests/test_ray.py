@@ -12,6 +12,7 @@ import psutil
 import pytest
 
 from bench.records import load_runs
+from tests.procs import agents
 
 ray = pytest.importorskip("ray")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -61,7 +62,7 @@ def test_a_node_that_dies_mid_run_makes_that_run_a_failed_record(tmp_path):
     assert running.wait(timeout=180), "the slot never got past its warm-up"
     deadline, ours = time.time() + 60, []
     while time.time() < deadline and not ours:    # this test's agent process: below this process (the cluster is ours),
-      ours = _agent_pids(psutil.Process().children(recursive=True))   # not another session's on the machine
+      ours = [p.pid for p in agents(psutil.Process().children(recursive=True))]   # not another session's on the machine
       time.sleep(0.1)
     assert ours, "seed 0's agent process never started"
     time.sleep(3.0)                    # seed 0's run is training
@@ -78,13 +79,4 @@ def test_a_node_that_dies_mid_run_makes_that_run_a_failed_record(tmp_path):
   assert recs[0].placement["scheduler"] == "ray" and recs[0].placement["node_id"] and recs[0].placement["cores"]   # where it was
   assert recs[1].status == "failed" and "not run: every slot was lost" in recs[1].failure_reason     # nowhere left to run it, said so
   time.sleep(1.0)
-  assert not [p for p in ours if p in _agent_pids(psutil.process_iter())], "an agent process outlived its node"
-
-
-def _agent_pids(procs) -> list[int]:
-  out = []
-  for p in procs:
-    try:
-      if "bench.child" in " ".join(p.cmdline()) and p.status() != psutil.STATUS_ZOMBIE: out.append(p.pid)
-    except psutil.Error: pass     # ended while read
-  return out
+  assert not [p for p in ours if p in [q.pid for q in agents(psutil.process_iter())]], "an agent process outlived its node"

@@ -16,6 +16,7 @@ from bench.records import RecordWriter, load_runs
 from bench.runner import RefereeConfig, run_one
 from bench.suite import Suite
 from envs import Task
+from tests.procs import cmdline
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TASK = Task(name="test-CartPole", env_id="CartPole-v1", threshold=475.0, threshold_source="gymnasium",
@@ -253,7 +254,7 @@ def test_tinygrads_compile_workers_are_up_before_the_clock_starts(tmp_path):
   try:
     child.load(TASK, fake("Scripted"))
     procs = child.cpu.snapshot()
-    workers = [p for p in procs if "spawn_main" in " ".join(p.cmdline())]
+    workers = [p for p in procs if "spawn_main" in cmdline(p)]
     assert len(workers) >= min(PARALLEL.value, 1)
     before = child.cpu.scan()
     time.sleep(1.0)

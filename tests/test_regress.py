@@ -12,6 +12,7 @@ import pytest
 
 from bench import regress
 from bench.regress import BaselineError, PairGate, resolve
+from tests.procs import agents, cmdline, tree
 from tests.synthetic import lognormal_times, runs_of, write
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -165,11 +166,11 @@ def test_a_worker_and_its_agent_die_with_the_session(tmp_path):
   session = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True)
   worker = psutil.Process(int(session.stdout.readline()))
   deadline = time.time() + 30
-  while not [p for p in worker.children(recursive=True) if "bench.child" in " ".join(p.cmdline())]:   # its agent is up
+  while not agents(tree(worker.pid)):   # its agent is up
     assert time.time() < deadline, "the worker never started its agent"
     time.sleep(0.1)
-  tree = [worker, *worker.children(recursive=True)]
+  procs = [worker, *tree(worker.pid)]
   session.kill()
   session.wait()
-  gone, alive = psutil.wait_procs(tree, timeout=10)
-  assert not alive, f"still running after the session died: {[p.cmdline()[:4] for p in alive]}"
+  _, left = psutil.wait_procs(procs, timeout=10)
+  assert not left, f"still running after the session died: {[cmdline(p)[:80] for p in left]}"
