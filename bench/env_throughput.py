@@ -16,7 +16,6 @@ import argparse
 import json
 import time
 
-import gymnasium as gym
 from tinygrad import Device, Tensor, TinyJit, dtypes
 
 from envs import get_task
@@ -85,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
   print("|---|---:|---:|" + "---:|" * len(ks))
   for env_id in args.envs.split(","):
     for n in (int(b) for b in args.batches.split(",")):
-      native = gym.spec(env_id).vector_entry_point is not None
+      native = get_task(env_id).native_vector
       g = gym_rate(env_id, n, args.seconds) if n <= min(args.gym_max, args.gym_max if native else args.gym_sync_max) else None
       t = [tinygrad_rate(env_id, n, k, args.seconds) for k in ks]
       rows.append({"env": env_id, "batch": n, "gymnasium": g, "device": Device.DEFAULT,

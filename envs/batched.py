@@ -180,10 +180,6 @@ class MountainCar(Dynamics):
     s2, term, position = cls._move(s, (a.cast(dtypes.float32) - 1) * cls.force)
     return s2, Tensor.full_like(position, -1.0), term
 
-  @classmethod
-  def state_of(cls, env):
-    return np.asarray(env.unwrapped.state, np.float32)
-
 
 class MountainCarContinuous(MountainCar):
   env_id, max_steps = "MountainCarContinuous-v0", 999

@@ -65,13 +65,16 @@ class Task:
     for wrap in self.wrappers: env = wrap(env)
     return env
 
+  @property
+  def native_vector(self) -> bool:
+    """gymnasium has a native vectorized env for this task (one that adds no wrappers): make_vec's default here."""
+    return gym.spec(self.env_id).vector_entry_point is not None and not self.wrappers
+
   def gym_make_vec(self, num_envs: int, vectorization_mode: str | None = None, **kwargs) -> gym.vector.VectorEnv:
     """gymnasium's make_vec; vectorization_mode None picks the native vectorized env where there is one."""
     with needs_extra(self.env_id, self.extra):
       ensure_registered(self.env_id, self.extra)
-      if vectorization_mode is None:
-        native = gym.spec(self.env_id).vector_entry_point is not None and not self.wrappers
-        vectorization_mode = "vector_entry_point" if native else "sync"
+      if vectorization_mode is None: vectorization_mode = "vector_entry_point" if self.native_vector else "sync"
       return gym.make_vec(self.env_id, num_envs=num_envs, vectorization_mode=vectorization_mode,
                           wrappers=list(self.wrappers) or None, **{**self.env_kwargs, **kwargs})
 
