@@ -11,6 +11,7 @@ tree, and its time with it (PROTOCOL.md 12).
 from __future__ import annotations
 
 import os
+import time
 
 import psutil
 
@@ -66,12 +67,26 @@ class TreeCPU:
     try: return [self.root, *self.root.children(recursive=True)]
     except psutil.Error: return [self.root]
 
-  def kill_all(self, seen: list[psutil.Process] = ()) -> None:
-    """SIGKILL every process of the tree that is still there, and those `seen` earlier that left it."""
-    for p in reversed([*seen, *self.snapshot()]):
+  def kill_all(self, seen: list[psutil.Process] = (), timeout: float = 5.0) -> None:
+    """SIGKILL every process of the tree that is still there, and those `seen` earlier that left it, and wait (up to
+    `timeout` s) until each has died: a signal is delivered asynchronously, so a killed process can still run, and be
+    seen, for a moment after kill() returns (a zombie has died: its parent reaps it)."""
+    procs = list(reversed([*seen, *self.snapshot()]))
+    for p in procs:
       try: p.kill()
       except psutil.Error: pass
+    deadline = time.monotonic() + timeout
+    while procs and time.monotonic() < deadline:
+      procs = [p for p in procs if alive(p)]
+      if procs: time.sleep(0.005)
 
   def close(self) -> None:
     for fd in self.fds.values(): os.close(fd)
     self.fds.clear()
+
+
+def alive(p: psutil.Process) -> bool:
+  """Whether the process is still running (not ended, not a zombie: a zombie has died and waits to be reaped)."""
+  try: return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+  except psutil.Error: return False
+

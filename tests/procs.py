@@ -3,16 +3,15 @@ from __future__ import annotations
 
 import psutil
 
+from bench.accounting import alive
+
+__all__ = ["alive", "cmdline", "tree", "agents"]
+
 
 def cmdline(p: psutil.Process) -> str:
   """The process's command line, or "" once it has ended or is a zombie."""
   try: return " ".join(p.cmdline())
   except psutil.Error: return ""
-
-
-def alive(p: psutil.Process) -> bool:
-  try: return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
-  except psutil.Error: return False
 
 
 def tree(pid: int) -> list[psutil.Process]:

@@ -7,6 +7,9 @@ import dataclasses
 import json
 import os
 import socket
+import subprocess
+import sys
+import time
 
 import psutil
 import pytest
@@ -101,6 +104,25 @@ def test_no_process_outlives_its_run(sandbox):
   assert rec.solved
   assert not _marked_processes(), "a process of the agent outlived its run"
   honest_run_is_unchanged()
+
+
+def test_kill_all_returns_once_every_process_of_the_tree_has_died():
+  """A SIGKILL is delivered asynchronously: right after kill() about half of such burners still ran here (and a CI
+  run found one alive after its run had ended), so the referee waits until each has died."""
+  from bench.accounting import TreeCPU
+  from tests.procs import alive
+  code = f"import subprocess, sys, time\nfor _ in range(2): subprocess.Popen([sys.executable, '-c', 'while True: pass', '{MARKER}'])\ntime.sleep(60)"
+  for _ in range(3):
+    parent = subprocess.Popen([sys.executable, "-c", code, MARKER])
+    try:
+      while len(psutil.Process(parent.pid).children()) < 2: time.sleep(0.01)
+      tree = TreeCPU(parent.pid)
+      procs = tree.snapshot()
+      tree.kill_all()
+      assert not [p.pid for p in procs if p.pid != parent.pid and alive(p)]
+      tree.close()
+    finally:
+      parent.kill(); parent.wait()
 
 
 # --- 3. work while the clock is stopped ---
