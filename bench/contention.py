@@ -46,6 +46,14 @@ def _cpu_times(cores: tuple[int, ...] | None = None) -> tuple[int, int, int]:
   except (OSError, ValueError): return 0, 0, 0
 
 
+def steal_share(seconds: float = 1.0) -> float:
+  """The share of the machine's time the hypervisor stole over the next `seconds` (another VM on the same host)."""
+  _, s0, t0 = _cpu_times()
+  time.sleep(seconds)
+  _, s1, t1 = _cpu_times()
+  return (s1 - s0) / (t1 - t0) if t1 > t0 else 0.0
+
+
 def _loadavg() -> list[float]:
   try: return [round(x, 2) for x in os.getloadavg()]
   except OSError: return []

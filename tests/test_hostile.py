@@ -15,6 +15,7 @@ import psutil
 import pytest
 
 from bench.agent_api import AgentError, resolve_agent
+from bench.contention import steal_share
 from bench.records import RecordWriter, load_runs
 from bench.runner import run_one
 from bench.sandbox import probe
@@ -34,11 +35,25 @@ def run(name: str, seed: int = 0, task=TASK, config=CONFIG):
   return run_one(hostile(name), task, seed, config)
 
 
-def honest_run_is_unchanged():
-  """The honest SleepyTrainer after an attack: its known time (4 x 0.25 s of training) and a clean record."""
-  rec = run_one(fake("SleepyTrainer"), TASK, 0, CONFIG)
-  assert rec.solved and 1.0 <= rec.time_to_threshold_s < 1.8 and 3900 <= rec.steps_to_threshold <= 4000, rec.failure_reason
-  assert rec.breakdown["act_charged_s"] < 0.2 and rec.breakdown["idle_cpu_s"] < 0.2
+def honest_run_is_unchanged(tries: int = 3):
+  """The honest SleepyTrainer after an attack: its known time (4 x 0.25 s of training) and a clean record.
+  Its ~1,000 act() calls are allowed 2 ms each, and a round trip takes ~0.8 ms here; yet one CI run had 6 such honest
+  runs in a row, over 80 s, charged 0.24-0.66 s and 2 s long, while the same file passed alone right after and in the
+  next CI run: this VM's cores are sometimes slow for a while (the hypervisor's steal reached 12 % of 2 s windows in a
+  CI run). So a failed run is made again, up to `tries` runs, each after the hypervisor steals under 2 % of a second
+  (waiting up to 30 s); an attack's lasting effect (a process left running, a slower referee) fails every one."""
+  problems = []
+  for i in range(tries):
+    if i:
+      deadline = time.monotonic() + 30
+      while steal_share(1.0) > 0.02 and time.monotonic() < deadline: pass
+    rec = run_one(fake("SleepyTrainer"), TASK, 0, CONFIG)
+    b = rec.breakdown
+    if rec.solved and 1.0 <= rec.time_to_threshold_s < 1.8 and 3900 <= rec.steps_to_threshold <= 4000 and \
+       b["act_charged_s"] < 0.2 and b["idle_cpu_s"] < 0.2: return
+    problems.append(f"{rec.status} {rec.failure_reason or ''}after {rec.training_clock_s:.2f} s of training clock, {rec.steps_to_threshold} steps to the threshold, "
+                    f"act() charged {b['act_charged_s']:.3f} s, idle CPU {b['idle_cpu_s']:.3f} s, contention {rec.contention}")
+  pytest.fail("the honest run after the attack is not what it was alone:\n" + "\n".join(problems), pytrace=False)
 
 
 def _marked_processes() -> list[int]:
