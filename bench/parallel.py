@@ -126,6 +126,13 @@ def plan(workers: int, device: str | None, devices: list[str] | None = None, cor
   return [{"slot": i, "workers": workers, "cores": cores[i * k:(i + 1) * k], "device": devs[i]} for i in range(workers)]
 
 
+def slot_referee(fields: dict, placement: dict) -> dict:
+  """The referee's settings (bench/worker.py referee_json's fields) for the runs of one slot: its device, its placement
+  (recorded with every run), and its agent's thread pools told how many cores it has."""
+  return {**fields, "device": placement["device"], "placement": placement,
+          "extra_env": {**fields.get("extra_env", {}), **thread_env(len(placement["cores"]))}}
+
+
 def most_beside(span, others) -> int:
   """The most of `others` ([start, end or None] each) running at one instant of `span`: runs beside it, at worst."""
   a, b = span
@@ -137,9 +144,7 @@ class LocalSlot:
   """A slot on this machine: `python -m bench.worker` for one (agent, task), pinned to its cores before it starts."""
   def __init__(self, placement: dict, agent, task, referee, scratch: str):
     self.placement = {**placement, "scheduler": "local", "host": platform.node()}
-    cfg = dataclasses.replace(referee, device=placement["device"], placement=self.placement,
-                              extra_env={**referee.extra_env, **thread_env(len(placement["cores"]))})
-    fields = referee_json(cfg)
+    fields = slot_referee(referee_json(referee), self.placement)
     records = os.path.join(scratch, f"slot-{placement['slot']}-{time.monotonic_ns()}.jsonl")   # the worker's own copy
     cores = placement["cores"]
     def start() -> None:

@@ -17,7 +17,7 @@ import platform
 
 import ray
 
-from bench.parallel import ROOT, CoreLocks, PlacementError, SlotDied, allowed_cores, pin_process, thread_env
+from bench.parallel import ROOT, CoreLocks, PlacementError, SlotDied, allowed_cores, pin_process, slot_referee
 
 GPU_ENV = {f"RAY_EXPERIMENTAL_NOSET_{v}": "1" for v in ("CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES")}
 
@@ -74,8 +74,7 @@ class RayWorker:
     if placement["gpu"]: device = f"{device.split(':')[0]}:{int(ray.get_gpu_ids()[0])}"
     self.placement = {"slot": placement["slot"], "workers": placement["workers"], "cores": cores, "device": device,
                       "scheduler": "ray", "host": platform.node(), "node_id": ray.get_runtime_context().get_node_id()}
-    cfg = {**referee, "device": device, "placement": self.placement, "extra_env": {**referee.get("extra_env", {}), **thread_env(len(cores))}}
-    self.handler = Handler(agent, task, cfg, records=None)    # its records go back to the session, which writes them
+    self.handler = Handler(agent, task, slot_referee(referee, self.placement), records=None)    # its records go back to the session, which writes them
 
   def where(self) -> dict: return self.placement
 
