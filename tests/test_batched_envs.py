@@ -98,6 +98,7 @@ def test_spaces_resets_and_autoreset(env_id):
   assert ended.all() and np.isfinite(envs.states.numpy()).all()
 
 
+@pytest.mark.slow
 def test_many_steps_in_one_jitted_call():
   """A rollout of T steps of N envs as one TinyJit call gives, call after call, what the same steps give unjitted while no
   env resets (resets draw from tinygrad's RNG, whose stream differs in a jit); its resets are fresh on every replay (not

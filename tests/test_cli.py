@@ -40,6 +40,7 @@ def test_bad_options_give_one_clear_message(args, message, tmp_path):
   assert not list(tmp_path.iterdir())       # nothing ran, nothing written
 
 
+@pytest.mark.slow
 def test_benchmark_statistics_are_time_to_threshold(tmp_path):
   out = tmp_path / "bench.json"
   r = bench("--agent", "tests/fake_agents.py:SleepyTrainer", "--seeds", "2", "--no-cold-start",
@@ -60,6 +61,7 @@ def test_benchmark_statistics_are_time_to_threshold(tmp_path):
   assert list((tmp_path / "results").glob("*/time_to_threshold.png"))
 
 
+@pytest.mark.slow
 def test_benchmark_compare_fail_gates_on_time_to_threshold(tmp_path, monkeypatch):
   """The regression gate a tinygrad CI would use: autosave a baseline, then compare a slower run."""
   common = ["--agent", "tests/fake_agents.py:SleepyFromEnv", "--seeds", "2", "--no-cold-start",
@@ -74,6 +76,7 @@ def test_benchmark_compare_fail_gates_on_time_to_threshold(tmp_path, monkeypatch
   assert slow.returncode == 1 and "Performance has regressed" in slow.stdout + slow.stderr
 
 
+@pytest.mark.slow
 def test_solve_rate_below_the_bar_fails_and_keeps_every_record(tmp_path):
   r = bench("--agent", "tests/fake_agents.py:CrashesOnSeed1", "--seeds", "2", results=tmp_path)
   assert r.returncode == 1, r.stdout + r.stderr
@@ -102,6 +105,7 @@ def _running(pid: int) -> bool:
   except FileNotFoundError: return False
 
 
+@pytest.mark.slow
 def test_ctrl_c_keeps_finished_records_and_kills_the_agent(tmp_path):
   # three quick Scripted runs, then SlowNeverLearns, whose runs last until a budget runs out
   cmd = [sys.executable, "-m", "pytest", "bench/", "-p", "no:cacheprovider", "--results-dir", str(tmp_path), "--seeds", "3",
@@ -142,6 +146,7 @@ def test_sessions_started_in_the_same_second_get_their_own_directories(tmp_path,
   assert dirs[1] == dirs[0] + "-2" and dirs[2] == dirs[0] + "-3" and "20260102-030405" in dirs[0]
 
 
+@pytest.mark.slow
 def test_without_a_sandbox_the_session_warns_and_gives_no_verdict_on_an_entry(tmp_path):
   r = bench("--agent", "tests/fake_agents.py:SleepyTrainer", "--agent", "tests/fake_agents.py:Scripted", "--baseline",
             "SleepyTrainer", "--seeds", "2", "--no-cold-start", "--sandbox", "none", results=tmp_path)
@@ -162,6 +167,7 @@ def test_help_shows_every_option_with_its_default():
     assert opt in section and f"default: {default}" in " ".join(section.split()), opt
 
 
+@pytest.mark.slow
 def test_an_entry_below_the_bar_fails_with_the_lines_that_matter_and_nothing_twice(tmp_path):
   r = bench("--agent", "tests/fake_agents.py:NeverLearns", "--seeds", "1", "--no-cold-start", results=tmp_path, timeout=300)
   assert r.returncode == 1
@@ -174,6 +180,7 @@ def test_an_entry_below_the_bar_fails_with_the_lines_that_matter_and_nothing_twi
   assert failure.count("act() returned shape (10, 2)") == 1         # once, not once per chained exception
 
 
+@pytest.mark.slow
 def test_regress_against_stored_runs_fails_on_a_slowdown_with_a_command_to_reproduce_it(tmp_path):
   """5 seeds a side (the fewest with which a one-sided Mann-Whitney can reach p < 0.01): training twice as slow is a
   regression; the test fails, the table puts it first, and says how to rerun it."""
@@ -191,6 +198,7 @@ def test_regress_against_stored_runs_fails_on_a_slowdown_with_a_command_to_repro
   assert gate.splitlines()[1].startswith("sleepy,CartPole-v1,5,5,1.0,1.0,0.9,")
 
 
+@pytest.mark.slow
 def test_regress_against_a_git_ref_runs_that_version_interleaved(tmp_path):
   """HEAD exported and its own referee run beside this one, same seeds, alternating; its records kept apart."""
   head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()

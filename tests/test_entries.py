@@ -42,6 +42,7 @@ ENTRY = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 def test_out_of_tree_entry_runs_beside_the_baseline_and_shows_in_the_report(tmp_path):
   entry = tmp_path / "elsewhere" / "my_entry.py"
   entry.parent.mkdir()

@@ -22,6 +22,7 @@ EXTRA_MODULES = {"mujoco": "mujoco", "atari": "ale_py"}
 TINY = {"ppo": ("TinyPPO", 128), "sac": ("TinySAC", 400)}   # class, step budget: PPO 2 rollouts, SAC 200 learning steps
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", tasks_in_tier("hard"), ids=lambda t: t.name)
 def test_hard_task_starts_learns_and_records(task, tmp_path):
   pytest.importorskip(EXTRA_MODULES[task.extra], reason=f"extra {task.extra!r} not installed")

@@ -149,6 +149,7 @@ def test_work_inside_act_is_charged_to_the_clock():
   assert rec.time_to_threshold_s >= rec.breakdown["act_charged_s"]     # ... is on the clock
 
 
+@pytest.mark.slow
 def test_slow_act_is_charged():
   rec = run("SlowAct")
   assert rec.solved
@@ -175,6 +176,7 @@ def test_an_agent_cannot_feign_a_shared_machine_with_processes_of_its_own():
   assert not _marked_processes()
 
 
+@pytest.mark.slow
 def test_a_background_thread_is_charged_or_fails_the_run():
   """A thread that holds the GIL slows every act() call (charged), and works between them (measured)."""
   rec = run("BackgroundThread")

@@ -72,6 +72,7 @@ def run_pool(tmp_path, agent: str, seeds, *, workers: int = 2, cold: int | None 
   return {(r.seed, r.role): r for r in suite.records}
 
 
+@pytest.mark.slow
 @two_cores
 def test_runs_side_by_side_are_pinned_told_their_cores_and_recorded(tmp_path):
   recs = run_pool(tmp_path, "tests/fake_agents.py:ReportsItsCores", range(4), cold=0)
@@ -111,6 +112,7 @@ def test_an_agent_that_leaves_its_cores_fails(tmp_path):
     assert r.status == "failed" and "may run outside the cores it was given" in r.failure_reason
 
 
+@pytest.mark.slow
 @two_cores
 def test_ctrl_c_keeps_every_finished_record_and_leaves_no_process(tmp_path):
   cmd = [sys.executable, "-m", "pytest", "bench/", "-p", "no:cacheprovider", "--results-dir", str(tmp_path), "--seeds", "4",

@@ -14,6 +14,7 @@ import pytest
 from bench.records import load_runs
 from tests.procs import agents
 
+pytestmark = pytest.mark.slow    # a Ray cluster's start-up in each: `pytest -m slow` (CI runs them)
 ray = pytest.importorskip("ray")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
