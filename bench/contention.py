@@ -46,12 +46,14 @@ def _cpu_times(cores: tuple[int, ...] | None = None) -> tuple[int, int, int]:
   except (OSError, ValueError): return 0, 0, 0
 
 
-def steal_share(seconds: float = 1.0) -> float:
-  """The share of the machine's time the hypervisor stole over the next `seconds` (another VM on the same host)."""
-  _, s0, t0 = _cpu_times()
-  time.sleep(seconds)
-  _, s1, t1 = _cpu_times()
-  return (s1 - s0) / (t1 - t0) if t1 > t0 else 0.0
+def host_steal(seconds: float = 1.0) -> float:
+  """The share of `seconds` of work that the hypervisor stole (another VM on the same host), this process spinning
+  meanwhile: steal accrues only while a core wants to run, so an idle probe would see none."""
+  b0, s0, _ = _cpu_times()
+  end = time.perf_counter() + seconds
+  while time.perf_counter() < end: pass
+  b1, s1, _ = _cpu_times()
+  return (s1 - s0) / max(b1 - b0 + s1 - s0, 1)
 
 
 def _loadavg() -> list[float]:

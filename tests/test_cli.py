@@ -23,6 +23,16 @@ def bench(*args, results, timeout=300, env=None):
   return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
 
 
+def gate_session(*args, results, tries=3, **kw):
+  """A session with a regression gate, made again (up to `tries`, each in a results dir of its own) while its gate saw
+  contended runs: the gate never judges a slowdown on those (the machine was shared; on this VM the hypervisor's steal
+  passed 10 % of a run in a CI run), and says so instead of the verdict a test expects. -> (the last run, its dir)."""
+  for i in range(tries):
+    r = bench(*args, results=(out := results / f"try{i}"), **kw)
+    if "current runs were contended" not in r.stdout: break
+  return r, out
+
+
 @pytest.mark.parametrize("args, message", [
   (["--agent", "no-such-agent"], "unknown agent 'no-such-agent'"),
   (["--agent", "missing/entry.py:Agent"], "no such file"),
@@ -190,11 +200,11 @@ def test_regress_against_stored_runs_fails_on_a_slowdown_with_a_command_to_repro
   session = str(next((tmp_path / "base").glob("*/runs.jsonl")).parent)
   # forced past the machine-speed check (tested in tests/test_gate.py): this VM's calibration scores spread 0.040-0.066 s
   # within one session, so the medians of 5 runs a side were once 1.34x apart and made this gate "not comparable"
-  slow = bench(*agent, "--regress-against", session, "--force-compare", results=tmp_path / "slow", env={"TRAIN_SLEEP_S": "0.5"})
+  slow, out = gate_session(*agent, "--regress-against", session, "--force-compare", results=tmp_path / "slow", env={"TRAIN_SLEEP_S": "0.5"})
   assert slow.returncode == 1, slow.stdout + slow.stderr
   assert re.search(r"gate: sleepy on CartPole-v1: regressed: (1\.[89]|2\.\d)\dx slower \[", slow.stdout), slow.stdout
   assert f"reproduce: pytest bench/ --agent sleepy --task CartPole-v1 --seeds 5 --regress-against {session}" in slow.stdout
-  gate = next((tmp_path / "slow").glob("*/gate.csv")).read_text()
+  gate = next(out.glob("*/gate.csv")).read_text()
   assert gate.splitlines()[1].startswith("sleepy,CartPole-v1,5,5,1.0,1.0,0.9,")
 
 
@@ -203,14 +213,14 @@ def test_regress_against_a_git_ref_runs_that_version_interleaved(tmp_path):
   """HEAD exported and its own referee run beside this one, same seeds, alternating; its records kept apart."""
   head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
   if not head: pytest.skip("not a git checkout (a copy made with git archive): there is no git ref to run against")
-  r = bench("--agent", "tests/fake_agents.py:SleepyTrainer", "--seeds", "2", "--no-cold-start", "--regress-against", "HEAD",
-            results=tmp_path / "results")
+  r, out = gate_session("--agent", "tests/fake_agents.py:SleepyTrainer", "--seeds", "2", "--no-cold-start", "--regress-against", "HEAD",
+                        results=tmp_path / "results")
   assert r.returncode == 0, r.stdout + r.stderr
   lines = [line for line in r.stdout.splitlines() if line.startswith("[SleepyTrainer")]
   assert [line.split("·")[2].strip() + " " + line.split("·")[3].split("]")[0].strip() for line in lines] == \
     ["seed 0 baseline " + head[:10], "seed 0 warm cache", "seed 1 warm cache", "seed 1 baseline " + head[:10]]
   assert "gate: SleepyTrainer on CartPole-v1: inconclusive" in r.stdout and "5 needed to call it unchanged" in r.stdout
-  session = next((tmp_path / "results").glob("*/runs.jsonl")).parent
+  session = next(out.glob("*/runs.jsonl")).parent
   base = load_runs(str(session / f"baseline-{head[:10]}.jsonl"))
   assert list(base["seed"]) == [0, 1] and set(base["git.commit"]) == {head} and base["solved"].all()
   assert len(load_runs(str(session))) == 2        # the session's own records: this version's runs only
