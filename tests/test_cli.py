@@ -25,8 +25,9 @@ def bench(*args, results, timeout=300, env=None):
 
 def gate_session(*args, results, tries=3, **kw):
   """A session with a regression gate, made again (up to `tries`, each in a results dir of its own) while its gate saw
-  contended runs: the gate never judges a slowdown on those (the machine was shared; on this VM the hypervisor's steal
-  passed 10 % of a run in a CI run), and says so instead of the verdict a test expects. -> (the last run, its dir)."""
+  contended runs: the gate never judges a slowdown on those (the machine was shared, or the hypervisor stole its cores:
+  tests/host.py), and says so instead of the verdict a test expects (a CI run's gate found 1 of 2 runs contended).
+  -> (the last run, its dir)."""
   for i in range(tries):
     r = bench(*args, results=(out := results / f"try{i}"), **kw)
     if "current runs were contended" not in r.stdout: break
@@ -58,7 +59,8 @@ def test_benchmark_statistics_are_time_to_threshold(tmp_path):
   assert r.returncode == 0, r.stdout + r.stderr
   runs = load_runs(str(tmp_path / "results"))
   assert list(runs["role"]) == ["timed", "timed"] and runs["solved"].all()
-  assert (runs["calibration.score_s"] > 0).all() and (~runs["contended"]).all()       # measured per run (PROTOCOL §13)
+  assert (runs["calibration.score_s"] > 0).all()       # measured per run, and so is contention (PROTOCOL §13): a quiet run
+  assert (~runs["contended"] | (runs["contention.steal_share"] > 0.1)).all()      # is not flagged (the hypervisor's steal is)
   assert (runs["contention.cpu_s"] >= 0).all() and len(runs["contention.loadavg_before"][0]) == 3
   stats = json.loads(out.read_text())["benchmarks"][0]
   ttt = sorted(runs["time_to_threshold_s"])

@@ -10,19 +10,18 @@ import socket
 import subprocess
 import sys
 import time
-import warnings
 
 import psutil
 import pytest
 
 from bench.agent_api import AgentError, resolve_agent
-from bench.contention import host_steal
 from bench.records import RecordWriter, load_runs
 from bench.runner import run_one
 from bench.sandbox import probe
 from bench.suite import Suite
+from tests.host import judged_run
 from tests.hostile_agents import MARKER
-from tests.test_referee import CONFIG, TASK, fake
+from tests.test_referee import CONFIG, TASK, fake, sleepy_on_time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 needs_bwrap = pytest.mark.skipif(probe("auto").kind != "bwrap", reason=f"no sandbox here: {probe('auto').reason}")
@@ -36,33 +35,14 @@ def run(name: str, seed: int = 0, task=TASK, config=CONFIG):
   return run_one(hostile(name), task, seed, config)
 
 
-QUIET_STEAL = 0.03   # a run's steal share (its record's contention) under which its time is judged
-
-
-def honest_run_is_unchanged(tries: int = 3):
-  """The honest SleepyTrainer after an attack: a clean record (solved, its steps, no work between act() calls) and its
-  known time (4 x 0.25 s of training, ~1,000 act() calls of ~0.8 ms against an allowance of 2 ms each).
-  Its time is the host's too: this VM's hypervisor steals its cores at times (in CI runs: 6 honest runs in a row over
-  80 s charged 0.24-0.66 s of act(); 3 with 8-13 % steal charged 0.22-0.46 s; one with 3.6 % charged 0.08 s), which
-  no agent can cause. So a run that is slow while the host stole 3 % or more of it is made again (up to `tries`, each
-  once the hypervisor steals under 2 % of a second's work, waiting at most 30 s); a run slow on a quiet host fails the test
-  (an attack's lasting effect: a process left running, a slower referee); and if the host stole from every try, the
-  time is not judged and a warning says so."""
-  tried = []
-  for i in range(tries):
-    if i:
-      deadline = time.monotonic() + 30
-      while host_steal(1.0) > 0.02 and time.monotonic() < deadline: pass
-    rec = run_one(fake("SleepyTrainer"), TASK, 0, CONFIG)
-    b, steal = rec.breakdown, rec.contention.get("steal_share", 0.0)
-    tried.append(f"{rec.status} {rec.failure_reason or ''}after {rec.training_clock_s:.2f} s of training clock, {rec.steps_to_threshold} "
-                 f"steps to the threshold, act() charged {b['act_charged_s']:.3f} s, idle CPU {b['idle_cpu_s']:.3f} s, contention {rec.contention}")
-    assert rec.solved and 3900 <= rec.steps_to_threshold <= 4000 and b["idle_cpu_s"] < 0.2, tried[-1]
-    if 1.0 <= rec.time_to_threshold_s < 1.8 and b["act_charged_s"] < 0.2: return
-    if steal < QUIET_STEAL:
-      pytest.fail(f"the honest run after the attack is slower than alone, on a quiet host (steal {steal:.1%}):\n" + "\n".join(tried), pytrace=False)
-  warnings.warn(f"the honest run's time after the attack was not judged: the hypervisor stole {QUIET_STEAL:.0%} or more of "
-                f"each of {tries} runs:\n" + "\n".join(tried), stacklevel=2)
+def honest_run_is_unchanged():
+  """The honest SleepyTrainer after an attack: its known time (4 x 0.25 s of training) and a clean record. Made again
+  only while the hypervisor steals the cores (tests/host.py): slow on a quiet host (an attack's process left running, a
+  slower referee) it fails."""
+  rec = judged_run(lambda: run_one(fake("SleepyTrainer"), TASK, 0, CONFIG), sleepy_on_time, "the honest run after the attack")
+  why = f"{rec.failure_reason or ''} (breakdown {rec.breakdown}, contention {rec.contention})"
+  assert rec.solved and 1.0 <= rec.time_to_threshold_s < 1.8 and 3900 <= rec.steps_to_threshold <= 4000, why
+  assert rec.breakdown["act_charged_s"] < 0.2 and rec.breakdown["idle_cpu_s"] < 0.2, why
 
 
 def _marked_processes() -> list[int]:

@@ -16,6 +16,7 @@ from bench.records import RecordWriter, load_runs
 from bench.runner import RefereeConfig, run_one
 from bench.suite import Suite
 from envs import Task
+from tests.host import judged_run
 from tests.procs import cmdline
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -43,8 +44,13 @@ def test_scripted_agent_solves_with_confirmation():
   assert rec.censored_time_s == rec.time_to_threshold_s > 0
 
 
+def sleepy_on_time(rec) -> bool:
+  """SleepyTrainer's known time: 4 x 0.25 s of training, its evaluation not charged (tests/host.py judged_run)."""
+  return rec.solved and 1.0 <= rec.time_to_threshold_s < 1.8 and rec.breakdown["act_charged_s"] < 0.2
+
+
 def test_clock_excludes_evaluation_and_counts_training():
-  rec = run("SleepyTrainer")
+  rec = judged_run(lambda: run("SleepyTrainer"), sleepy_on_time, "SleepyTrainer")
   assert rec.solved
   # 4 updates x 0.25 s of sleep in train(); evaluation (>1000 act calls x 0.5 ms, within the allowance) is excluded
   assert 1.0 <= rec.time_to_threshold_s < 1.0 + 0.8

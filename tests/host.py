@@ -1,0 +1,34 @@
+"""This VM's host in the tests' timings. Its hypervisor steals the cores at times (another VM on the same host): in CI
+runs, honest SleepyTrainer runs (~1,000 act() calls of ~0.8 ms, each allowed 2 ms) with 8-13 % steal were charged
+0.22-0.46 s of act() time, six in a row over 80 s 0.24-0.66 s, where alone they are charged under 0.01 s. No agent can
+cause steal, so a run whose time is off while the host stole from it says nothing of the referee: it is made again."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from bench.contention import host_steal
+
+QUIET_STEAL = 0.03     # a run's steal share (its record's contention) under which its time is judged
+
+
+def wait_for_a_quiet_host(timeout_s: float = 30.0) -> None:
+  """Until the hypervisor steals under 2 % of a second's work (at most `timeout_s`)."""
+  deadline = time.monotonic() + timeout_s
+  while host_steal(1.0) > 0.02 and time.monotonic() < deadline: pass
+
+
+def judged_run(make, on_time, what: str, tries: int = 3):
+  """The record of `make()` to judge: the first whose time is as expected (`on_time(rec)`), or the first whose time is
+  off while the host stole under QUIET_STEAL of it (the test's assertions then fail on it: not the host's doing). A run
+  that is off while the host stole more is made again, up to `tries`, once the host is quiet; if the host stole from
+  every one, the test is skipped, saying so."""
+  tried = []
+  for i in range(tries):
+    if i: wait_for_a_quiet_host()
+    rec = make()
+    steal = rec.contention.get("steal_share", 0.0)
+    if on_time(rec) or steal < QUIET_STEAL: return rec
+    tried.append(f"{steal:.0%} steal, {rec.training_clock_s:.2f} s, act() charged {rec.breakdown['act_charged_s']:.2f} s")
+  pytest.skip(f"{what}: its time was not judged, the hypervisor stole {QUIET_STEAL:.0%} or more of each of {tries} runs ({'; '.join(tried)})")
