@@ -160,7 +160,8 @@ def test_an_agent_cannot_feign_a_shared_machine_with_processes_of_its_own():
   there): counted as its CPU, not as other processes', so the run is not `contended` and its slowness stands."""
   rec = run("FeignsASharedMachine")
   c = rec.contention
-  assert rec.solved and rec.contended is False and rec.contended_why == "", (rec.contended_why, c)
+  # not `contended` by other processes (the hypervisor's steal, tests/host.py, is the host's, and would say so)
+  assert rec.solved and "other processes used" not in rec.contended_why and (not rec.contended or "(steal)" in rec.contended_why), (rec.contended_why, c)
   assert c["wait_share"] > 0.1 and c["cpu_share"] > 1.5 and c["others_cores"] < 0.25, c
   assert not _marked_processes()
 
