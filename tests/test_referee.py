@@ -66,9 +66,7 @@ def cadence_on_time(rec) -> bool:
 def test_evaluation_cadence_in_training_seconds():
   task = dataclasses.replace(TASK, eval_every_steps=None, eval_every_seconds=0.5)
   rec = judged_run(lambda: run("SleepyTrainer", task=task), cadence_on_time, "SleepyTrainer evaluated every 0.5 s")
-  assert rec.solved
-  ts = [p["t"] for p in rec.curve]
-  assert len(ts) == 3 and 0.5 <= ts[1] < 0.9 and 1.0 <= ts[2] < 1.5   # first yields past 0.5 s and 1.0 s
+  assert cadence_on_time(rec), (rec.status, [p["t"] for p in rec.curve])
 
 
 def test_agent_that_tampers_with_its_clock_changes_nothing():
