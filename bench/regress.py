@@ -186,7 +186,7 @@ class PairGate:
     base = self.baseline_runs(role)
     if len(base): base = base.assign(role="timed")
     if base.empty: return None, [f"{self.agent} on {self.task}: no baseline runs in {self.base.label}"]
-    df, warns = gate_runs(base, cur, alpha=self.alpha, tolerance=self.tolerance, force=self.force)
+    df, warns = gate_runs(base, cur, alpha=self.alpha, tolerance=self.tolerance, force=self.force, interleaved=self.interleaved)
     return (df.iloc[0].to_dict() if len(df) else None), warns
 
   def close(self) -> None:

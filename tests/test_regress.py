@@ -55,6 +55,29 @@ def test_interleaving_alternates_which_side_runs_first_and_both_sides_are_worker
                    ("baseline", 2), ("current", 2), ("current", 3), ("baseline", 3)]
 
 
+def test_an_interleaved_pair_is_judged_without_the_stored_runs_machine_speed_check():
+  """Both sides of a git-ref baseline run on this machine, seed by seed: their speed scores differ by the moment's load
+  (0.040 and 0.066 s were both scores of one session on this VM), recorded but not judged (bench/gate.py gate_runs).
+  A CI run's gate of 2 seeds a side against HEAD (tests/test_cli.py) failed to say 'inconclusive' while the hypervisor
+  stole cores: the speed check was the one that could differ between two sides of one machine."""
+  from dataclasses import asdict
+
+  from bench.calibrate import WORKLOAD
+  from tests.synthetic import runs_of
+  base, cur = runs_of("ppo", [3.0, 3.1]), runs_of("ppo", [3.05, 2.95])
+  for r in base: r.calibration = {"workload": WORKLOAD, "score_s": 0.040}
+  for r in cur: r.calibration = {"workload": WORKLOAD, "score_s": 0.066}
+  gate = PairGate.__new__(PairGate)
+  gate.agent, gate.task, gate.alpha, gate.tolerance, gate.force = "ppo", "CartPole-v1", 0.01, 0.10, False
+  gate.worker, gate.baseline_records = object(), [asdict(r) for r in base]
+  row, warns = gate.judge(cur)
+  assert row["verdict"] == "inconclusive" and "5 needed to call it unchanged" in row["why"] and not warns
+  assert row["machine_speed_ratio"] == pytest.approx(0.066 / 0.040)
+  stored = regress.records_frame(base).assign(role="timed")
+  gate.worker, gate.base = None, regress.Stored(label="stored", runs=stored)
+  assert gate.judge(cur)[0]["verdict"] == "not comparable"                # the same runs stored: the speed check applies
+
+
 def test_a_baseline_saves_whole_sessions_lists_them_and_refuses_a_tampered_one(tmp_path, capsys):
   from bench.baseline import listing, main, save
   s1 = write(str(tmp_path / "results" / "20261101-000000-a" / "runs.jsonl"), runs_of("ppo", [3.0, 3.2]))
