@@ -84,9 +84,9 @@ def pytest_addoption(parser):
                    "hung (default: %(default)r)")
   g.addoption("--eval-seed", dest="rl_eval_seed", type=int, default=None, metavar="N",
               help="fix the referee's evaluation seed root (to reproduce a run); default: secret, drawn per run")
-  g.addoption("--sandbox", dest="rl_sandbox", default="auto", choices=("auto", "bwrap", "none"),
-              help="the agent's sandbox: bwrap where it works, else none and verdicts on entries refused (auto); "
-                   "bwrap required (bwrap); off (none) (default: %(default)r)")
+  g.addoption("--sandbox", dest="rl_sandbox", default="bwrap", choices=("bwrap", "none"),
+              help="the agent's sandbox: bwrap, its own uid, no capability (bench/sandbox.py; the session refuses to start "
+                   "where it cannot be made); none: off, every record says so and entries get no verdict (default: %(default)r)")
   g.addoption("--agent-memory-gb", dest="rl_agent_memory_gb", type=positive_float, default=8.0, metavar="GB",
               help="address-space limit of each agent process on the CPU device, in GiB (default: %(default)r)")
   g.addoption("--regress-against", dest="rl_regress_against", default=None, metavar="BASELINE",
@@ -124,7 +124,8 @@ def pytest_configure(config):
   config.addinivalue_line("filterwarnings", "ignore:Benchmark fixture was not used at all in this test")
   from bench.sandbox import SandboxError, probe
   try: probe(config.getoption("rl_sandbox"))
-  except SandboxError as e: raise pytest.UsageError(f"--sandbox bwrap: {e}") from None
+  except SandboxError as e: raise pytest.UsageError(f"no sandbox for the agents: {e}; or run with --sandbox none "
+                                                    "(every record then says so, and entries get no verdict)") from None
   if not config.option.help and (config.getoption("rl_workers", None) or config.getoption("rl_devices", None) or config.getoption("rl_ray", None)):
     config._rlspeedrun_pool = make_pool(config)
   spec = config.getoption("rl_regress_against", None)

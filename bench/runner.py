@@ -25,7 +25,7 @@ from bench.clock import TrainingClock
 from bench.contention import Contention
 from bench.evaluation import EvalSeeds, evaluate
 from bench.records import RunRecord
-from bench.sandbox import probe
+from bench.sandbox import agent_environ, probe
 from bench.worker import die_with_parent
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -40,7 +40,7 @@ class RefereeConfig:
   startup_timeout_s: float = 120.0    # process start, library imports and device start-up (untimed)
   eval_seed: int | None = None        # fixed evaluation seed root (reproductions); None = secret
   extra_env: dict[str, str] = field(default_factory=dict)
-  sandbox: str = "auto"               # "auto" (bwrap where it works, else none), "bwrap" (required), "none"
+  sandbox: str = "bwrap"              # "bwrap" (required: the session refuses to start without it) or "none" (recorded)
   hidden_dirs: tuple[str, ...] = ()   # directories the agent must not see (the results directory)
   memory_limit_gb: float | None = 8.0  # address-space limit of each agent process (CPU device only)
   act_allowance_ms: float = 2.0       # act() time per call that is not charged to the training clock
@@ -65,12 +65,14 @@ class Child:
   def __init__(self, config: RefereeConfig, scratch: str, cache_db: str | None, readable: list[str] = ()):
     self.config, self.sandbox, self.cache_db = config, probe(config.sandbox), cache_db
     ours, theirs = socket.socketpair()
-    env = {**os.environ, **config.extra_env, "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])),
-           "HOME": scratch, "TMPDIR": scratch, "PYTHONDONTWRITEBYTECODE": "1"}
+    env = agent_environ({**config.extra_env, "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])),
+                         "HOME": scratch, "TMPDIR": scratch, "USER": "agent", "LOGNAME": "agent", "PYTHONDONTWRITEBYTECODE": "1",
+                         "BEAM_MAX_TASKS_PER_CHILD": os.environ.get("BEAM_MAX_TASKS_PER_CHILD", "1000000")})  # compile workers kept (child.py)
     if config.device: env["DEV"] = config.device
-    env.setdefault("BEAM_MAX_TASKS_PER_CHILD", "1000000")   # compile workers kept for the run (bench/child.py _start_compile_pool)
     if cache_db: env["CACHEDB"] = cache_db
     if self.sandbox.kind != "none": env["RLSPEEDRUN_SANDBOX"] = self.sandbox.kind
+    owned = [os.path.dirname(cache_db), cache_db] if cache_db else []
+    self.sandbox.give(scratch, *[p for p in owned if os.path.exists(p)])
     argv = self.sandbox.wrap([sys.executable, "-m", "bench.child", str(theirs.fileno())], scratch=scratch,
                              readable=[ROOT, *readable], hidden=list(config.hidden_dirs), device=config.device)
     self.log = tempfile.TemporaryFile()

@@ -1,14 +1,24 @@
-"""The agent's sandbox: bubblewrap (`bwrap`, Debian package `bubblewrap`), not home-made.
+"""The agent's sandbox: bubblewrap (`bwrap`, Debian package `bubblewrap`), not home-made, built as contest judges
+build theirs (isolate, nsjail): nothing is visible that a run does not need, and nothing in it is privileged.
 
-Each agent process runs in its own PID, network, IPC and UTS namespaces (it cannot see or signal the
-referee or other runs; no network), with the whole file system read-only, the temporary directories and
-the results directories replaced by empty ones, a private scratch directory as working directory, HOME and
-TMPDIR, and only the paths a run needs bound back in (the project, the Python installation, the entry's
-own directory, the run's kernel cache). When the run ends the referee kills bwrap; `--die-with-parent`
-then kills the namespace's init, and the kernel kills every process left in the namespace.
+- **No root, no capability.** Where the referee runs as root (CI and these machines), bwrap makes the namespaces
+  without a user namespace (which would map the agent to the host's uid 0) and the agent's command starts under
+  util-linux's `setpriv`, which takes the uid and gid `UID` (no supplementary groups), clears every capability set
+  (bounding set included) and sets no_new_privs before it executes Python: the agent is an ordinary unprivileged user
+  of the host, who owns nothing but its scratch directory. Where the referee is not root, bwrap's user namespace maps
+  the referee's own uid and bwrap drops every capability.
+- **Only the paths a run needs**, never `/` whole: an empty root (tmpfs), the system's programs and libraries
+  (`/usr` and its merged-/usr links), a few files of `/etc` (`ETC`), the Python installation, the project, the entry's
+  own directory and the device files of a GPU, all read-only; a private scratch directory (working directory, HOME,
+  TMPDIR, the run's kernel cache) read-write; an empty `/tmp`; the results directory, where it lies under a bound
+  path, covered by an empty read-only directory.
+- Its own PID, network, IPC, UTS and cgroup namespaces (it cannot see or signal the referee or other runs; no network).
+- **An allow-listed environment** (`agent_environ`): only the variables named in `ENV`, the tinygrad and agent settings
+  that records record, and those the referee sets; nothing else of the referee's environment reaches the agent.
 
-Where bwrap is missing or cannot make namespaces (user namespaces disabled: Ubuntu 24.04 restricts them
-through AppArmor, see README), `probe` says why and the run is recorded with `sandbox: none`.
+`probe` starts one sandbox and checks from inside it that it is what this says (uid, capabilities, no_new_privs); where
+it is not, the session refuses to start with the reason and its fix, unless `--sandbox none` switches it off (and every
+record says `sandbox: none: ...`).
 """
 from __future__ import annotations
 
@@ -21,40 +31,93 @@ import tempfile
 from dataclasses import dataclass
 from functools import cache
 
-MODES = ("auto", "bwrap", "none")
-BASE = ["--unshare-all", "--die-with-parent", "--new-session", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+MODES = ("bwrap", "none")
+UID = 61000        # the agent's uid and gid under a referee run as root: one no account of the machine uses
+NAMESPACES = ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
+BASE = ["--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+ROOT_CAPS = ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SETPCAP"]   # setpriv's, dropped by it
+SETPRIV = ["--reuid", str(UID), "--regid", str(UID), "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs"]
+ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "localtime", "nsswitch.conf", "passwd", "group", "hosts")
+USR_LINKS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
+# what the agent's process may inherit of the referee's environment (besides records.TINYGRAD_VARS and AGENT_VARS)
+ENV = ("PATH", "LANG", "LANGUAGE", "TZ", "NUM_CPU_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+       "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES")
+ENV_PREFIXES = ("LC_",)
+PASS_ENV = "RLSPEEDRUN_AGENT_ENV"   # more names to pass on, comma-separated (a reviewer's choice, e.g. an entry's setting)
+CHECK = ("import os; s = dict(l.split(':', 1) for l in open('/proc/self/status')); "
+         "print(os.getuid(), os.getgid(), len(os.getgroups()), int(s['CapEff'], 16), int(s['CapBnd'], 16), int(s['NoNewPrivs']))")
 
 
 class SandboxError(Exception):
-  """A sandbox was required (--sandbox bwrap) and cannot be made here."""
+  """The sandbox cannot be made here (and --sandbox none was not given)."""
 
 
 @dataclass(frozen=True)
 class Sandbox:
-  kind: str                 # "bwrap" | "none"
+  kind: str                  # "bwrap" | "none"
   reason: str | None = None  # why there is none
   bwrap: str | None = None   # the bwrap binary
+  setpriv: str | None = None  # util-linux's setpriv, where the referee is root
 
   @property
   def label(self) -> str:
     """What a record says: 'bwrap', or 'none: <why>'."""
     return self.kind if self.kind != "none" else f"none: {self.reason}"
 
+  @property
+  def owner(self) -> tuple[int, int] | None:
+    """(uid, gid) the agent runs as, where that is not the referee's own: what its scratch directory must belong to."""
+    return (UID, UID) if self.setpriv else None
+
+  def give(self, scratch: str, *paths: str) -> None:
+    """Make the agent's uid own its scratch directory and what the referee put there. The scratch directory is left
+    searchable (0711: not listable) to others, so that bwrap, which is root without CAP_DAC_OVERRIDE, can enter it."""
+    if self.owner is None: return
+    for p in (scratch, *paths): os.chown(p, *self.owner, follow_symlinks=False)
+    os.chmod(scratch, 0o711)
+
   def wrap(self, argv: list[str], *, scratch: str, readable: list[str], hidden: list[str], device: str | None) -> list[str]:
     """argv run inside the sandbox (unchanged where there is none)."""
     if self.kind == "none": return argv
-    real = lambda p: os.path.realpath(p)  # noqa: E731
-    tmps = sorted({real(p) for p in ("/tmp", "/var/tmp", "/dev/shm", "/run/user", tempfile.gettempdir()) if os.path.isdir(p)})
-    under = lambda p, roots: any(p == r or p.startswith(r.rstrip("/") + "/") for r in roots)  # noqa: E731
-    args = [self.bwrap, *BASE]
-    for node in device_nodes(device): args += ["--dev-bind", node, node]
-    for t in tmps: args += ["--tmpfs", t]
-    for p in sorted({real(p) for p in readable + python_paths() if os.path.exists(p)}):
-      if under(p, tmps): args += ["--ro-bind", p, p]
-    for h in sorted({real(h) for h in hidden if os.path.isdir(h)}): args += ["--tmpfs", h, "--remount-ro", h]
+    real = os.path.realpath
+    under = lambda p, r: p == r or p.startswith(r.rstrip("/") + "/")  # noqa: E731
     scratch = real(scratch)
-    args += ["--bind", scratch, scratch, "--chdir", scratch, "--setenv", "HOME", scratch, "--setenv", "TMPDIR", scratch]
-    return [*args, "--", *argv]
+    # the read-only binds: none under another (bound with it), none of the system's, which come whole
+    paths = sorted({real(p) for p in [*readable, *python_paths()] if os.path.exists(p)})
+    binds = [p for p in paths if not any(under(p, q) for q in paths if q != p) and not under(p, "/usr")]
+    args = [self.bwrap, *NAMESPACES, *BASE, *(ROOT_CAPS if self.setpriv else []), "--tmpfs", "/", "--ro-bind", "/usr", "/usr"]
+    for d in USR_LINKS:
+      if os.path.islink(f"/{d}"): args += ["--symlink", os.readlink(f"/{d}"), f"/{d}"]
+      elif os.path.isdir(f"/{d}"): args += ["--ro-bind", f"/{d}", f"/{d}"]
+    args += ["--perms", "0755", "--dir", "/etc"]
+    for name in ETC:
+      if os.path.exists(f"/etc/{name}"): args += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
+    args += ["--dev", "/dev", "--perms", "01777", "--tmpfs", "/dev/shm", "--proc", "/proc", "--perms", "01777", "--tmpfs", "/tmp"]
+    for node in device_nodes(device): args += ["--dev-bind", node, node]
+    if device_nodes(device): args += ["--ro-bind", "/sys", "/sys"]     # GPU drivers read the PCI tree
+    made = {"/", "/etc", "/tmp", "/usr", "/dev", "/proc", "/sys"}
+    for p in [*binds, scratch]:        # the parents bwrap would make 0700 (unreadable to the agent's uid): made 0755
+      for a in ancestors(p):
+        if a not in made and not any(under(a, b) for b in binds): args += ["--perms", "0755", "--dir", a]; made.add(a)
+    for p in binds: args += ["--ro-bind", p, p]
+    for h in sorted({real(h) for h in hidden if os.path.isdir(h)}):
+      if any(under(h, b) for b in binds): args += ["--tmpfs", h, "--remount-ro", h]
+    args += ["--bind", scratch, scratch, "--chdir", scratch, "--remount-ro", "/"]
+    return [*args, "--", *([self.setpriv, *SETPRIV, "--"] if self.setpriv else []), *argv]
+
+
+def ancestors(path: str) -> list[str]:
+  """'/a/b/c' -> ['/a', '/a/b']."""
+  parts = path.strip("/").split("/")[:-1]
+  return ["/" + "/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+
+
+def agent_environ(extra: dict[str, str]) -> dict[str, str]:
+  """The agent's environment: the allow-listed variables of the referee's, then `extra` (what the referee sets)."""
+  from bench.records import AGENT_VARS, TINYGRAD_VARS
+  named = {*ENV, *TINYGRAD_VARS, *AGENT_VARS, *filter(None, (n.strip() for n in os.environ.get(PASS_ENV, "").split(",")))}
+  env = {k: v for k, v in os.environ.items() if k in named or k.startswith(ENV_PREFIXES)}
+  return {**env, **extra}
 
 
 def python_paths() -> list[str]:
@@ -74,21 +137,28 @@ def device_nodes(device: str | None) -> list[str]:
 
 
 @cache
-def probe(mode: str = "auto") -> Sandbox:
-  """The sandbox this machine can make: bwrap if it runs here, else none with the reason.
-  mode 'bwrap' raises SandboxError instead of falling back; 'none' switches it off."""
+def probe(mode: str = "bwrap") -> Sandbox:
+  """The sandbox, checked from inside: bwrap with the agent's uid, no capability and no_new_privs, else SandboxError
+  with the reason and its fix. Mode 'none' switches it off (every record then says so)."""
   if mode not in MODES: raise SandboxError(f"unknown sandbox mode {mode!r}: expected one of {', '.join(MODES)}")
   if mode == "none": return Sandbox("none", "switched off (--sandbox none)")
-  bwrap = shutil.which("bwrap")
-  if bwrap is None:
-    reason = "bubblewrap is not installed (Debian/Ubuntu: apt-get install bubblewrap)"
-  else:
-    try:
-      out = subprocess.run([bwrap, *BASE, "--", "true"], capture_output=True, text=True, timeout=30)
-      reason = None if out.returncode == 0 else \
-        f"bwrap cannot make namespaces here ({out.stderr.strip()[:200]}); see README: Sandbox, for allowing user namespaces"
-    except (OSError, subprocess.SubprocessError) as e:
-      reason = f"bwrap failed to start: {e}"
-  if reason is None: return Sandbox("bwrap", None, bwrap)
-  if mode == "bwrap": raise SandboxError(reason)
-  return Sandbox("none", reason)
+  bwrap, root = shutil.which("bwrap"), os.geteuid() == 0
+  if bwrap is None: raise SandboxError("bubblewrap is not installed (Debian/Ubuntu: apt-get install bubblewrap)")
+  setpriv = shutil.which("setpriv") if root else None
+  if root and setpriv is None: raise SandboxError("util-linux's setpriv is missing (Debian/Ubuntu: apt-get install util-linux)")
+  box = Sandbox("bwrap", None, bwrap, setpriv)
+  with tempfile.TemporaryDirectory(prefix="probe-") as scratch:
+    box.give(scratch)
+    try: out = subprocess.run(box.wrap([sys.executable, "-c", CHECK], scratch=scratch, readable=[], hidden=[], device=None),
+                              capture_output=True, text=True, timeout=60, cwd=scratch, env=agent_environ({}))
+    except (OSError, subprocess.SubprocessError) as e: raise SandboxError(f"bwrap failed to start: {e}") from None
+  if out.returncode != 0:
+    raise SandboxError(f"bwrap cannot make the sandbox here ({out.stderr.strip()[-300:]}); see README: Sandbox "
+                       "(user namespaces, for a referee that is not root)")
+  uid, gid, groups, cap_eff, cap_bnd, nnp = (int(x) for x in out.stdout.split())
+  want = box.owner or (os.getuid(), os.getgid())
+  if (uid, gid) != want or uid == 0 or groups or cap_eff or (root and cap_bnd) or not nnp:
+    raise SandboxError(f"the sandbox is not what it should be: uid {uid}, gid {gid}, {groups} groups, CapEff {cap_eff:#x}, "
+                       f"CapBnd {cap_bnd:#x}, no_new_privs {nnp} (want uid/gid {want}, no group, no capability, no_new_privs)")
+  return box
+

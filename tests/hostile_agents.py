@@ -248,3 +248,35 @@ class LeavesItsCores(Scripted):
     for steps in super().train():
       os.sched_setaffinity(0, range(os.cpu_count()))
       yield steps
+
+
+# --- issue 25: root in the sandbox ---
+class RootInTheSandbox(Scripted):
+  """What root's capabilities did in the sandbox before it dropped them: remount `/` read-write, unmount the empty
+  directory over the results ($HOSTILE_HIDDEN, under the entry's own bound directory), write a root-owned file, take
+  uid 0 back, and the same again in a user namespace of its own. Raises Escaped naming what worked."""
+  def __init__(self, task, seed):
+    super().__init__(task, seed)
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    found, hidden = [], os.environ.get("HOSTILE_HIDDEN", "/nonexistent")
+    status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+    for cap in ("CapEff", "CapPrm", "CapBnd", "CapInh", "CapAmb"):
+      if int(status[cap], 16): found.append(f"{cap} {status[cap].strip()}")
+    if os.getuid() == 0 or os.geteuid() == 0: found.append("runs as uid 0")
+    if os.getgroups(): found.append(f"supplementary groups {os.getgroups()}")
+
+    def attempts(where: str):
+      if libc.mount(b"none", b"/", None, 32 | 4096, None) == 0: found.append(f"remounts / read-write ({where})")  # MS_REMOUNT|MS_BIND
+      if libc.umount2(hidden.encode(), 2) == 0: found.append(f"unmounts what covers {hidden} ({where})")          # MNT_DETACH
+      if os.path.isdir(hidden) and os.listdir(hidden): found.append(f"sees {os.listdir(hidden)} in {hidden} ({where})")
+      for path in (os.path.abspath(__file__), "/usr/bin/bwrap", "/etc/passwd"):
+        try:
+          with open(path, "a"): found.append(f"writes {path} ({where})")
+        except OSError: pass
+      try: os.setuid(0); found.append(f"takes uid 0 ({where})")
+      except OSError: pass
+    attempts("as it starts")
+    if libc.unshare(0x10000000 | 0x00020000) == 0:     # CLONE_NEWUSER | CLONE_NEWNS: every capability, in a namespace of its own
+      attempts("in a user namespace of its own")
+    if found: raise Escaped("; ".join(found))

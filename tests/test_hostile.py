@@ -17,14 +17,19 @@ import pytest
 from bench.agent_api import AgentError, resolve_agent
 from bench.records import RecordWriter, load_runs
 from bench.runner import run_one
-from bench.sandbox import probe
+from bench.sandbox import SandboxError, probe
 from bench.suite import Suite
 from tests.host import judged_run
 from tests.hostile_agents import MARKER
 from tests.test_referee import CONFIG, TASK, fake, sleepy_on_time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-needs_bwrap = pytest.mark.skipif(probe("auto").kind != "bwrap", reason=f"no sandbox here: {probe('auto').reason}")
+def _no_sandbox() -> str:
+  try: return "" if probe("bwrap") else "?"
+  except SandboxError as e: return str(e)
+
+
+needs_bwrap = pytest.mark.skipif(bool(_no_sandbox()), reason=f"no sandbox here: {_no_sandbox()}")
 
 
 def hostile(name: str):
@@ -93,6 +98,38 @@ def test_sandbox_hides_the_referee_the_results_and_the_network(tmp_path):
     server.close()
   assert rec.solved and rec.sandbox == "bwrap", rec.failure_reason   # Snooper raises if any door was open
   assert (results / "runs.jsonl").read_text() == '{"earlier": "session"}\n'
+
+
+@needs_bwrap
+def test_no_root_and_no_capability_in_the_sandbox(tmp_path):
+  """Issue 25: the agent's process has no capability and not uid 0 (CI runs the referee as root): it cannot remount `/`
+  read-write, unmount the empty directory over a hidden results directory (here under the entry's own directory,
+  which is bound into the sandbox), write a root-owned file or take uid 0, not even in a user namespace of its own."""
+  entry = tmp_path / "entry"
+  (entry / "results").mkdir(parents=True)
+  (entry / "results" / "runs.jsonl").write_text('{"earlier": "session"}\n')
+  (entry / "agent.py").write_text("from tests.hostile_agents import RootInTheSandbox  # noqa: F401\n")
+  config = dataclasses.replace(CONFIG, hidden_dirs=(str(entry / "results"),), extra_env={"HOSTILE_HIDDEN": str(entry / "results")})
+  rec = run_one(resolve_agent(f"{entry / 'agent.py'}:RootInTheSandbox"), TASK, 0, config)
+  assert rec.solved and rec.sandbox == "bwrap", rec.failure_reason     # RootInTheSandbox raises if anything worked
+  assert (entry / "results" / "runs.jsonl").read_text() == '{"earlier": "session"}\n'
+
+
+def test_root_in_the_sandbox_finds_doors_without_one():
+  """The same attack with the sandbox off, the referee as it is run here: the check can fail."""
+  rec = run("RootInTheSandbox", config=dataclasses.replace(CONFIG, sandbox="none"))
+  if os.geteuid() == 0: assert rec.status == "failed" and "Escaped: Cap" in rec.failure_reason, rec.failure_reason
+
+
+def test_the_agent_inherits_only_allow_listed_variables(tmp_path, monkeypatch):
+  """Nothing of the referee's environment reaches the agent but the allow-listed names (bench/sandbox.py agent_environ)."""
+  from bench.sandbox import agent_environ
+  monkeypatch.setenv("RLSPEEDRUN_SIGNING_KEY", "secret")
+  monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+  monkeypatch.setenv("BEAM", "2")
+  env = agent_environ({"DEV": "CPU"})
+  assert "RLSPEEDRUN_SIGNING_KEY" not in env and "AWS_SECRET_ACCESS_KEY" not in env
+  assert env["BEAM"] == "2" and env["DEV"] == "CPU"     # recorded tinygrad settings pass, and what the referee sets
 
 
 def test_snooper_finds_open_doors_without_a_sandbox(tmp_path):
