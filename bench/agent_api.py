@@ -23,10 +23,13 @@ import importlib
 import importlib.util
 import inspect
 import os
+import stat
 from dataclasses import dataclass
 
 import gymnasium as gym
 import numpy as np
+
+from bench import protocol
 
 
 class AgentError(Exception):
@@ -43,7 +46,7 @@ class AgentSpec:
 
   @property
   def source_sha256(self) -> str:
-    with open(self.source, "rb") as f: return hashlib.sha256(f.read()).hexdigest()
+    return _file_sha256(self.source, [MAX_FILE_BYTES])
 
 
 ENTRY_POINT_GROUP = "rlspeedrun.agents"
@@ -88,25 +91,52 @@ def resolve_agent(spec: str) -> AgentSpec:
   return AgentSpec(name=alias or name or cls, target=target, source=source, preload=PEER_PRELOAD.get(peer, ()), kind=kind)
 
 
-def library_dirs() -> list[str]:
-  """The Python installation: its standard library and site-packages (an editable install's project is not in it)."""
-  import sysconfig
-  dirs = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
-  return sorted(os.path.realpath(d) for d in dirs)
+SOURCE_DIRS = ("agents", "bench", "envs")    # the project's code that a run executes (its referee, references, tasks)
+SKIP_DIRS = ("__pycache__", "node_modules")  # and any directory whose name starts with '.' (.git, .venv)
+MAX_FILE_BYTES = 16 * 2**20                  # a file over this is listed with its size, not hashed
+MAX_TOTAL_BYTES = 256 * 2**20                # bytes hashed for one record, all files together
+MAX_FILES = 4096                             # files listed for one record
 
 
-def hash_sources(paths: list[str]) -> dict[str, str]:
-  """SHA-256 of each file that is not part of the Python installation, read by the referee itself
-  (the paths come from the agent's process: which modules it imported)."""
-  libs = library_dirs()
-  out = {}
-  for p in paths:
-    real = os.path.realpath(p)
-    if any(real.startswith(d + os.sep) for d in libs) or not os.path.isfile(real): continue
-    try:
-      with open(real, "rb") as f: out[p] = hashlib.sha256(f.read()).hexdigest()
-    except OSError: continue
+def hash_sources(entry_dir: str, project: str, skip: tuple[str, ...] = ()) -> dict[str, str]:
+  """SHA-256 of the files a run's code came from, chosen by the referee (never named by the agent): every regular file
+  under the entry's own source directory, and the project's code (SOURCE_DIRS). Links are not followed (a link is listed
+  as where it points), nothing under `skip` (the results) is read, files are read in chunks, and the bytes per file and
+  in total are bounded (what is over a bound is listed with the reason, not read)."""
+  out, budget = {}, [MAX_TOTAL_BYTES]
+  roots = [entry_dir, *(os.path.join(project, d) for d in SOURCE_DIRS)]
+  skip = tuple(os.path.realpath(p) for p in skip)
+  for top in dict.fromkeys(os.path.realpath(r) for r in roots):
+    for dirpath, dirnames, filenames in os.walk(top):    # os.walk follows no link to a directory
+      dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in SKIP_DIRS and os.path.join(dirpath, d) not in skip)
+      for name in sorted(filenames):
+        if len(out) >= MAX_FILES:
+          out["..."] = f"more than {MAX_FILES} files under {top}: the rest not listed"
+          return out
+        path = os.path.join(dirpath, name)
+        if path not in out: out[path] = _file_sha256(path, budget)
   return out
+
+
+def _file_sha256(path: str, budget: list[int]) -> str:
+  """The file's SHA-256, or why it was not read (a link, not a regular file, over a bound, unreadable)."""
+  try: st = os.lstat(path)
+  except OSError as e: return f"not read: {e.strerror}"
+  if stat.S_ISLNK(st.st_mode): return f"link to {protocol.printable(os.readlink(path))[:200]}: not followed"
+  if not stat.S_ISREG(st.st_mode): return "not a regular file: not read"
+  if st.st_size > MAX_FILE_BYTES: return f"{st.st_size:,} bytes, over {MAX_FILE_BYTES:,}: not read"
+  if st.st_size > budget[0]: return f"{st.st_size:,} bytes, over what is left of the record's {MAX_TOTAL_BYTES:,}: not read"
+  h, n = hashlib.sha256(), 0
+  try:
+    with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK), "rb", buffering=0) as f:
+      now = os.fstat(f.fileno())
+      if now.st_ino != st.st_ino or not stat.S_ISREG(now.st_mode): return "replaced while read: not read"
+      while n <= MAX_FILE_BYTES and (chunk := f.read(1 << 20)):
+        h.update(chunk)
+        n += len(chunk)
+  except OSError as e: return f"not read: {e.strerror}"
+  budget[0] -= n
+  return h.hexdigest() if n <= MAX_FILE_BYTES else f"grew over {MAX_FILE_BYTES:,} bytes while read: not hashed"
 
 
 def load_agent_class(target: str) -> type:

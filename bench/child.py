@@ -85,12 +85,6 @@ def _sync() -> None:
   DEVICE.synchronize()
 
 
-def source_files() -> list[str]:
-  """Files of the imported modules (the referee keeps those outside the Python installation)."""
-  files = {getattr(m, "__file__", None) for m in list(sys.modules.values())}
-  return sorted(os.path.abspath(f) for f in files if isinstance(f, str) and f.endswith(".py"))[:P.MAX_LIST]
-
-
 def serve(wire: P.Wire) -> None:
   import numpy as np
 
@@ -101,7 +95,7 @@ def serve(wire: P.Wire) -> None:
 
   def trained(finished: bool) -> P.Trained:
     prof = getattr(agent, "profile", None)
-    prof = {str(k)[:100]: float(v) for k, v in list(prof.items())[:64]} if isinstance(prof, dict) else {}
+    prof = {P.printable(str(k))[:100]: float(v) for k, v in list(prof.items())[:64]} if isinstance(prof, dict) else {}
     return P.Trained(finished=finished, agent_steps=agent_steps, counted_steps=int(STEPS.count), profile=prof)
 
   while True:
@@ -145,8 +139,6 @@ def serve(wire: P.Wire) -> None:
                            "return np.asarray(actions) with the action space's dtype")
         if a.dtype.name not in P.DTYPES: raise AgentError(f"act() returned an array of dtype {a.dtype}: return numbers")
         reply = P.Actions(actions=a)
-      elif isinstance(msg, P.Sources):
-        reply = P.SourceList(paths=source_files())
       elif isinstance(msg, P.Close):
         return
       wire.send(reply, seq)

@@ -17,7 +17,6 @@ Referee -> agent (requests)                         agent -> referee (replies)
   Construct(seed)               timed                 Ok()
   Train(until_steps, max_s)     timed                 Trained(finished, agent_steps, counted_steps, profile)
   Act(obs)                      untimed, capped       Actions(actions)
-  Sources()                     untimed               SourceList(paths)
   Close()                       -                     (none: the process exits)
   any request                                         Error(phase, kind, message, traceback)
 """
@@ -26,6 +25,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import re
 import socket
 import struct
 import time
@@ -40,6 +40,13 @@ MAX_TEXT = 16_000                  # characters of any one string field (a trace
 MAX_LIST = 4096                    # items of a list or dict field
 DTYPES = frozenset(["bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
                     "float16", "float32", "float64"])
+
+
+# what no string from the agent may hold: NUL and the other C0 controls but tab, DEL, the C1 controls (0x9b is a terminal's
+# CSI), lone surrogates (not UTF-8), and the bidirectional overrides that make a line read otherwise than it is stored
+UNSAFE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\ud800-\udfff\u202a-\u202e\u2066-\u2069]")
+UNSAFE_MULTILINE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\u202a-\u202e\u2066-\u2069]")   # newline allowed
+MULTILINE = frozenset({"error.message", "error.traceback"})
 
 
 class ProtocolError(Exception):
@@ -75,10 +82,6 @@ class Act:
   obs: np.ndarray
 
 @dataclass(frozen=True)
-class Sources:
-  verb: ClassVar[str] = "sources"
-
-@dataclass(frozen=True)
 class Close:
   verb: ClassVar[str] = "close"
 
@@ -109,11 +112,6 @@ class Actions:
   actions: np.ndarray
 
 @dataclass(frozen=True)
-class SourceList:
-  verb: ClassVar[str] = "source_list"
-  paths: list[str]
-
-@dataclass(frozen=True)
 class Error:
   verb: ClassVar[str] = "error"
   phase: str                  # the verb being handled
@@ -122,8 +120,8 @@ class Error:
   traceback: str
 
 
-REQUESTS = {m.verb: m for m in (Load, Import, Construct, Train, Act, Sources, Close)}
-REPLIES = {m.verb: m for m in (Loaded, Ok, Trained, Actions, SourceList, Error)}
+REQUESTS = {m.verb: m for m in (Load, Import, Construct, Train, Act, Close)}
+REPLIES = {m.verb: m for m in (Loaded, Ok, Trained, Actions, Error)}
 
 
 def encode(msg, seq: int) -> bytes:
@@ -199,6 +197,9 @@ def _check(v, kind, where: str) -> None:
         str: lambda: type(v) is str and len(v) <= MAX_TEXT}.get(kind)
   if ok is not None:
     if not ok(): raise ProtocolError(f"{where}: expected {kind.__name__}, got {type(v).__name__}")
+    if kind is str and (bad := (UNSAFE_MULTILINE if where in MULTILINE else UNSAFE).search(v)):
+      raise ProtocolError(f"{where}: a string with the character U+{ord(bad.group()):04X} (no NUL, surrogate, control or "
+                          "direction-override character but tab, and newline in a message or traceback)")
     return
   origin, args = typing.get_origin(kind), typing.get_args(kind)
   if origin is list:
@@ -214,8 +215,19 @@ def _check(v, kind, where: str) -> None:
 
 
 def text(s: str) -> str:
-  """A string cut to fit a text field (keeps the end, where a traceback says what went wrong)."""
+  """A message or traceback made fit for its field: characters the wire refuses escaped (printable), cut to fit
+  (keeps the end, where a traceback says what went wrong)."""
+  s = printable(s, keep="\n")
   return s if len(s) <= MAX_TEXT else "..." + s[-(MAX_TEXT - 3):]
+
+
+def printable(s: str, keep: str = "") -> str:
+  """`s` with every character a terminal, a CSV or a Markdown table could act on escaped as \\xNN, \\uNNNN: what the
+  referee does to any text of the agent's it prints or writes (a failure reason, a log tail), besides the wire's check.
+  `keep`: newline, where a text has lines (the referee's own line breaks)."""
+  pattern = UNSAFE_MULTILINE if keep == "\n" else UNSAFE
+  return pattern.sub(lambda m: m.group().encode("unicode_escape", "backslashreplace").decode("ascii")
+                     if ord(m.group()) < 0x10000 else repr(m.group())[1:-1], str(s))
 
 
 class Wire:

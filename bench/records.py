@@ -59,7 +59,7 @@ class RunRecord:
   fingerprint: dict = field(default_factory=dict)   # what the referee knows itself
   sandbox: str = ""                            # "bwrap", or "none: <why>"
   self_reported: dict = field(default_factory=dict)  # what the agent's process said: pid, tinygrad version/device, steps
-  sources: dict = field(default_factory=dict)  # {file: sha256} of every non-library module the agent imported
+  sources: dict = field(default_factory=dict)  # {file: sha256} of the entry's directory and the project's code (agent_api.hash_sources)
   review: list = field(default_factory=list)   # reasons a reviewer must look at this run
   git: dict = field(default_factory=dict)
   tinygrad_env: dict = field(default_factory=dict)
@@ -95,8 +95,12 @@ class RunRecord:
     self.steps_to_threshold, self.confirmation_return = int(steps), float(confirm)
 
   def finish_unsolved(self, status: str, reason: str, t: float) -> None:
-    self.status, self.solved, self.failure_reason = status, False, reason
+    """Not solved: `reason` (which may quote the agent: its exception, its output) kept with every character a terminal,
+    a CSV or a Markdown table could act on escaped (bench/protocol.py printable)."""
+    from bench.protocol import printable
+    self.status, self.solved, self.failure_reason = status, False, printable(reason, keep="\n")
     self.training_clock_s, self.censored_time_s = t, self.time_budget_s
+    self.time_to_threshold_s = self.steps_to_threshold = self.confirmation_return = None   # a solve undone by a later fault
 
   def to_json(self) -> str: return json.dumps(asdict(self), default=float)
 

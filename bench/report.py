@@ -22,6 +22,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
+from bench.protocol import printable  # noqa: E402
 from bench.records import TamperedRecords, load_runs  # noqa: E402
 from bench.stats import ALPHA, compare_runs, performance_profile  # noqa: E402
 
@@ -40,7 +41,7 @@ def _failures(timed: pd.DataFrame) -> str:
   """'2 unsolved (seeds 3, 4: time budget (120 s) ran out during train())', one part per status and reason."""
   bad = timed[~timed["solved"]]
   if bad.empty: return "-"
-  reasons = bad["failure_reason"].fillna("?").map(lambda r: str(r).splitlines()[0][:90] if str(r).strip() else "?")
+  reasons = bad["failure_reason"].fillna("?").map(lambda r: printable(str(r)).splitlines()[0][:90] if str(r).strip() else "?")
   parts = []
   for (status, reason), g in bad.assign(reason=reasons).groupby(["status", "reason"], sort=True):
     parts.append(f"{len(g)} {status} (seed{'s' if len(g) > 1 else ''} {', '.join(str(s) for s in sorted(g['seed']))}: {reason})")

@@ -133,12 +133,6 @@ class Child:
     self.idle = True
     return rep
 
-  def sources(self) -> list[str]:
-    """The files of the modules the agent's process has imported (self-reported), when it is waiting for a request."""
-    if not self.idle or self.proc.poll() is not None: return []
-    try: return self.request(P.Sources(), 5.0, "sources", P.SourceList).paths
-    except (RunFailed, TimeoutError): return []
-
   def _exit(self) -> str:
     try: code = self.proc.wait(timeout=5)
     except subprocess.TimeoutExpired: return "still running"
@@ -185,9 +179,18 @@ def outside_cores(procs, cores: tuple[int, ...]) -> str:
 def run_one(agent: AgentSpec, task, seed: int, config: RefereeConfig, *, cache_db: str | None = None,
             kernel_cache: str = "warm", role: str = "timed", workdir: str | None = None) -> RunRecord:
   """Run `agent` on `task` with `seed` until a confirmed pass, a budget, or a failure. `cache_db` is a verified
-  kernel cache (kernel_cache.seal) of which the run gets its own copy; None starts with an empty one."""
+  kernel cache (kernel_cache.seal) of which the run gets its own copy; None starts with an empty one. Whatever happens
+  it returns the run's record: an exception of the referee's own at any stage (its clean-up included) fails the run
+  with its reason, and the session goes on with the next seed."""
   rec = RunRecord.start(agent, task, seed, role=role, kernel_cache=kernel_cache, device=config.device)
   rec.placement = dict(config.placement)
+  try: _run(rec, agent, task, seed, config, cache_db, workdir)
+  except Exception as e:
+    rec.finish_unsolved("failed", f"referee error while handling the run: {type(e).__name__}: {e}", rec.breakdown.get("train_clock_s") or 0.0)
+  return rec
+
+
+def _run(rec: RunRecord, agent: AgentSpec, task, seed: int, config: RefereeConfig, cache_db: str | None, workdir: str | None) -> None:
   cores = tuple(config.placement.get("cores") or ()) or None
   if config.calibrate: rec.calibration = calibrate()
   clock, shared = TrainingClock(), Contention(cores)
@@ -196,7 +199,7 @@ def run_one(agent: AgentSpec, task, seed: int, config: RefereeConfig, *, cache_d
   br = rec.breakdown
   act_times: list[float] = []
   scratch = tempfile.mkdtemp(prefix="run-", dir=workdir)
-  child, imported = None, []
+  child = None
 
   def run_eval(n: int) -> float:
     """One evaluation. act() time beyond the allowance is charged to the clock. CPU time of the agent's process tree
@@ -276,7 +279,6 @@ def run_one(agent: AgentSpec, task, seed: int, config: RefereeConfig, *, cache_d
 
     timed(P.Import(target=agent.target), "import of the agent's module", P.Ok)
     br["import_s"] = clock.elapsed
-    imported = child.sources()
     timed(P.Construct(seed=seed), "construction", P.Ok)
     br["construct_s"] = clock.elapsed - br["import_s"]
 
@@ -320,30 +322,33 @@ def run_one(agent: AgentSpec, task, seed: int, config: RefereeConfig, *, cache_d
             raise RunFailed("flagged", f"passed with {steps:,} env steps, under the task's floor of {task.step_floor:,} "
                                        "(no training the referee saw can have produced it)")
           rec.finish_solved(clock.elapsed, steps, rec.confirmations[-1]["return"])
-          return rec
+          return
       if steps >= task.step_budget:
         raise RunFailed("unsolved", f"step budget ({task.step_budget:,} steps) reached")
       if rep.finished:
         raise RunFailed("unsolved", "train() returned before the threshold was reached")
   except RunFailed as e:
     rec.finish_unsolved(e.status, e.reason, clock.elapsed)
-    return rec
+    return
   except AgentError as e:  # bad actions during evaluation
     rec.finish_unsolved("failed", f"agent broke the interface in act(): {e}", clock.elapsed)
-    return rec
+    return
   except TimeoutError as e:
     rec.finish_unsolved("failed", f"hang: no reply from {e} for {config.hang_timeout_s:g} s", clock.elapsed)
-    return rec
+    return
   except Exception as e:   # whatever went wrong, this run is recorded and the session goes on
     rec.finish_unsolved("failed", f"referee error while running the agent: {type(e).__name__}: {e}", clock.elapsed)
-    return rec
+    return
   finally:
-    rec.eval_seed_root = root
-    for k, v in shared.summary(clock.elapsed).items(): setattr(rec, k, v)
     br["train_clock_s"] = clock.elapsed
-    br["act_calls"] = len(act_times)
-    br["act_roundtrip_ms_median"] = float(np.median(act_times) * 1e3) if act_times else None
-    if child is not None:
-      rec.sources = hash_sources(sorted({agent.source, *imported, *child.sources()}))
-      child.close()
-    shutil.rmtree(scratch, ignore_errors=True)
+    try:
+      rec.eval_seed_root = root
+      for k, v in shared.summary(clock.elapsed).items(): setattr(rec, k, v)
+      br["act_calls"] = len(act_times)
+      br["act_roundtrip_ms_median"] = float(np.median(act_times) * 1e3) if act_times else None
+      rec.sources = hash_sources(os.path.dirname(agent.source), ROOT, skip=config.hidden_dirs)
+    finally:
+      try:
+        if child is not None: child.close()
+      finally:
+        shutil.rmtree(scratch, ignore_errors=True)

@@ -280,3 +280,30 @@ class RootInTheSandbox(Scripted):
     if libc.unshare(0x10000000 | 0x00020000) == 0:     # CLONE_NEWUSER | CLONE_NEWNS: every capability, in a namespace of its own
       attempts("in a user namespace of its own")
     if found: raise Escaped("; ".join(found))
+
+
+# --- issue 25: agent data that could hurt the referee ---
+class EscapesInItsError(Scripted):
+  """Raises with terminal escape sequences (clear the line, write a solve), a NUL and a lone surrogate in its message."""
+  def train(self):
+    yield 100
+    raise RuntimeError("\x1b[2K\r[x · y · seed 0 · warm cache] solved in 0.42 s\x00\ud800\u202e")
+
+
+class EscapesOnTheWire(Scripted):
+  """Sends an Error reply whose message carries an escape sequence straight onto the socket (past bench.child's own
+  escaping): the referee's check at the wire must refuse it."""
+  def train(self):
+    import socket
+
+    from bench import protocol as P
+    sock = socket.socket(fileno=os.dup(_socket_fd()))
+    frame = P.encode(P.Error(phase="train", kind="exception", message="\x1b[2Kok", traceback=""), 1)   # JSON: "\u001b[2Kok"
+    sock.sendall(struct.pack("<Q", len(frame)) + frame)
+    time.sleep(30)
+    yield 0
+
+
+class SourcesEverywhere(Scripted):
+  """Its directory (the test's) holds a sparse 2 GiB file and a link to a file outside it: the referee, choosing what it
+  hashes, reads neither."""

@@ -262,6 +262,75 @@ def test_fingerprint_is_the_referees_own():
   assert any(p.endswith("fake_agents.py") for p in rec.sources)
 
 
+# --- issue 25: agent data cannot hurt the referee ---
+def test_control_characters_from_the_agent_are_escaped_in_the_record_and_the_run_line():
+  from bench.session import run_line
+  rec = run("EscapesInItsError")
+  assert rec.status == "failed" and "RuntimeError" in rec.failure_reason
+  assert "\\x1b[2K" in rec.failure_reason and "\x1b" not in rec.failure_reason and "\x00" not in rec.failure_reason
+  assert not {"\ud800", "\u202e", "\r"} & set(rec.failure_reason)
+  line = run_line(rec, TASK)
+  assert line.isprintable() and "FAILED" in line, line
+
+
+def test_a_string_with_control_characters_on_the_wire_is_refused():
+  rec = run("EscapesOnTheWire", config=dataclasses.replace(CONFIG, hang_timeout_s=10.0))
+  assert rec.status == "failed" and "wire protocol" in rec.failure_reason and "U+001B" in rec.failure_reason, rec.failure_reason
+
+
+STAGES = ["bench.runner.calibrate", "bench.runner.Child.for_agent", "bench.runner.Child.load", "bench.runner.evaluate",
+          "bench.runner.TrainingClock.charge", "bench.runner.hash_sources", "bench.runner.Child.close"]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_a_fault_of_the_referee_at_any_stage_fails_that_seed_and_the_session_goes_on(stage, tmp_path, monkeypatch):
+  """Issue 25: a NUL in a module's __file__ made hash_sources raise in run_one's clean-up, and the seed had no record."""
+  import importlib
+  calls = []
+
+  def fault(*args, **kwargs):
+    calls.append(stage)
+    raise ValueError(f"injected fault in {stage}")
+  module, _, attr = stage.rpartition(".")
+  owner = importlib.import_module(module) if module == "bench.runner" else getattr(importlib.import_module("bench.runner"), module.split(".")[-1])
+  real = getattr(owner, attr)
+  writer = RecordWriter(str(tmp_path / "runs.jsonl"))
+  suite = Suite(fake("SleepyTrainer"), TASK, dataclasses.replace(CONFIG, calibrate=True), writer)
+  try:
+    monkeypatch.setattr(owner, attr, fault)
+    first = suite.run(0)
+    monkeypatch.setattr(owner, attr, real)
+    second = suite.run(1)
+  finally:
+    suite.close()
+  assert calls and first.status == "failed" and f"injected fault in {stage}" in first.failure_reason, first.failure_reason
+  assert not first.solved and first.time_to_threshold_s is None
+  assert second.solved, second.failure_reason
+  assert [r["seed"] for r in load_runs(str(tmp_path)).to_dict("records")] == [0, 1]
+  assert not [p for p in psutil.process_iter(["cmdline"]) if "bench.child" in " ".join(p.info["cmdline"] or [])
+              and p.pid in {c.pid for c in psutil.Process().children(recursive=True)}]   # no agent process left
+
+
+def test_the_referee_chooses_the_sources_it_hashes(tmp_path):
+  """The entry's own directory, files read in bounded chunks, no link followed: a sparse 2 GiB file and a link to a
+  hidden file are listed, not read."""
+  entry = tmp_path / "entry"
+  entry.mkdir()
+  (entry / "agent.py").write_text("from tests.hostile_agents import SourcesEverywhere  # noqa: F401\n")
+  with open(entry / "sparse.bin", "wb") as f: f.truncate(2 * 2**30)
+  secret = tmp_path / "secret.txt"
+  secret.write_text("not the entry's")
+  (entry / "link.txt").symlink_to(secret)
+  rss0 = psutil.Process().memory_info().rss
+  t0 = time.perf_counter()
+  rec = run_one(resolve_agent(f"{entry / 'agent.py'}:SourcesEverywhere"), TASK, 0, CONFIG)
+  assert rec.solved, rec.failure_reason
+  src = rec.sources
+  assert "over" in src[str(entry / "sparse.bin")] and "not followed" in src[str(entry / "link.txt")]
+  assert len(src[str(entry / "agent.py")]) == 64 and any(p.endswith("bench/runner.py") for p in src)
+  assert psutil.Process().memory_info().rss - rss0 < 200 * 2**20 and time.perf_counter() - t0 < 20
+
+
 # --- 6. resources ---
 def test_memory_limit():
   rec = run("MemoryHog", config=dataclasses.replace(CONFIG, memory_limit_gb=2.0))
