@@ -111,6 +111,9 @@ def pytest_addoption(parser):
   g.addoption("--ray", dest="rl_ray", default=None, metavar="ADDRESS",
               help="run every run on a Ray cluster (extra 'ray'): ADDRESS of its head, or 'auto' (the cluster this machine "
                    "joined with `ray start`, else a local one); README 'Many runs at once'")
+  g.addoption("--signing-key", dest="rl_signing_key", default=None, metavar="PEM",
+              help="sign every record with this Ed25519 private key (python -m bench.signing new PATH; mode 0600); default: a "
+                   "key of the session's own, kept in memory only, its public half beside the records and printed")
   g.addoption("--act-allowance-ms", dest="rl_act_allowance_ms", type=non_negative_float, default=2.0, metavar="MS",
               help="act() time per call not charged to the training clock; beyond it, charged (default: %(default)r)")
 
@@ -126,6 +129,10 @@ def pytest_configure(config):
   try: probe(config.getoption("rl_sandbox"))
   except SandboxError as e: raise pytest.UsageError(f"no sandbox for the agents: {e}; or run with --sandbox none "
                                                     "(every record then says so, and entries get no verdict)") from None
+  if config.getoption("rl_signing_key", None):
+    from bench.signing import Signer
+    try: config._rlspeedrun_signer = Signer.from_file(config.getoption("rl_signing_key"))
+    except (OSError, ValueError) as e: raise pytest.UsageError(f"--signing-key: {e}") from None
   if not config.option.help and (config.getoption("rl_workers", None) or config.getoption("rl_devices", None) or config.getoption("rl_ray", None)):
     config._rlspeedrun_pool = make_pool(config)
   spec = config.getoption("rl_regress_against", None)

@@ -13,8 +13,8 @@ from functools import lru_cache
 
 import pandas as pd
 
-SCHEMA_VERSION = 5
-READABLE_VERSIONS = (1, 2, 3, 4, 5)
+SCHEMA_VERSION = 6                 # 6: lines signed (bench/signing.py)
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6)
 GENESIS = "0" * 64                 # prev_sha256 of a file's first record
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # the reference agents' configuration overrides (agents/common.py overridden): a run made with one is not the reference's
@@ -117,9 +117,10 @@ class RecordWriter:
   """Appends records to one JSON-lines file, flushing and fsyncing each, so that a crash or Ctrl-C
   loses nothing that finished. Each line carries `prev_sha256`, the SHA-256 of the line before it
   (GENESIS for the first), so that a reader detects an altered, deleted or inserted line; `head`, the
-  last line's hash, is printed at the end of the session to pin the file's end."""
-  def __init__(self, path: str):
-    self.path = path
+  last line's hash, is printed at the end of the session to pin the file's end. With a `signer` (bench/signing.py) each
+  line is also signed, its chain field included, so that a rewritten file with a recomputed chain is refused."""
+  def __init__(self, path: str, signer=None):
+    self.path, self.signer = path, signer
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     self.head, self.count = GENESIS, 0
     if os.path.exists(path):
@@ -129,6 +130,7 @@ class RecordWriter:
 
   def write(self, rec: RunRecord) -> None:
     line = json.dumps({**asdict(rec), "prev_sha256": self.head}, default=float)
+    if self.signer is not None: line = self.signer.sign(line)
     with open(self.path, "a") as f:
       f.write(line + "\n")
       f.flush()
@@ -144,8 +146,9 @@ def records_files(directory: str) -> list[str]:
   return sorted(f for f in found if "baselines" not in os.path.relpath(f, directory).split(os.sep)[:-1])
 
 
-def read_records(paths: str | list[str]) -> list[dict]:
-  """Records from JSON-lines files, or from every session below a directory (records_files)."""
+def read_records(paths: str | list[str], public_key=None) -> list[dict]:
+  """Records from JSON-lines files, or from every session below a directory (records_files). With a `public_key`
+  (bench/signing.py), every line must be signed with it (else signing.BadSignature)."""
   if isinstance(paths, str): paths = records_files(paths) if os.path.isdir(paths) else [paths]
   out = []
   for p in paths:
@@ -153,6 +156,9 @@ def read_records(paths: str | list[str]) -> list[dict]:
       prev = GENESIS
       for i, line in enumerate(f, 1):
         if not line.strip(): continue
+        if public_key is not None:
+          from bench.signing import verify_line
+          verify_line(line, public_key, f"{p}:{i}")
         r = json.loads(line)
         if r.get("schema_version") not in READABLE_VERSIONS:
           raise ValueError(f"{p}:{i}: schema_version {r.get('schema_version')!r}, this loader reads {READABLE_VERSIONS}")
@@ -198,9 +204,9 @@ def frame(recs: list[dict]) -> pd.DataFrame:
   return df
 
 
-def load_runs(paths: str | list[str]) -> pd.DataFrame:
+def load_runs(paths: str | list[str], public_key=None) -> pd.DataFrame:
   """One row per run; nested fields flattened with dots (fingerprint.cpu, breakdown.eval_s, ...)."""
-  return frame(read_records(paths))
+  return frame(read_records(paths, public_key))
 
 
 def load_curves(paths: str | list[str] | pd.DataFrame) -> pd.DataFrame:

@@ -24,6 +24,7 @@ from scipy import stats  # noqa: E402
 
 from bench.protocol import printable  # noqa: E402
 from bench.records import TamperedRecords, load_runs  # noqa: E402
+from bench.signing import BadSignature, load_public  # noqa: E402
 from bench.stats import ALPHA, compare_runs, performance_profile  # noqa: E402
 
 VERDICT_COLORS = {"faster": "tab:green", "no significant difference": "tab:gray", "slower": "tab:red",
@@ -373,15 +374,21 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--baseline", help="agent every other agent is compared with (default: the fastest reference agent per task)")
   p.add_argument("--out", help="where report.md and the PNGs go (default: the first source directory)")
   p.add_argument("--force", action="store_true", help="give verdicts even when the two sides ran on different hardware")
+  p.add_argument("--public-key", metavar="PEM", help="refuse every record not signed with this key (bench/signing.py): the key of "
+                                                     "the referee that made the runs, from a channel the claimant does not control")
   args = p.parse_args(argv)
   missing = [s for s in args.sources if not os.path.exists(s)]
   if missing:
     print(f"no such file or directory: {', '.join(missing)}", file=sys.stderr)
     return 1
-  try: runs = pd.concat([load_runs(s) for s in args.sources], ignore_index=True)
-  except TamperedRecords as e:
+  try:
+    key = load_public(args.public_key) if args.public_key else None
+    runs = pd.concat([load_runs(s, key) for s in args.sources], ignore_index=True)
+  except (TamperedRecords, BadSignature, ValueError, OSError) as e:
     print(f"refused: {e}", file=sys.stderr)
     return 2
+  if key is None: print("warning: signatures not checked (give --public-key): anyone holding these files could have written them",
+                        file=sys.stderr)
   if runs.empty:
     print(f"no run records under {', '.join(args.sources)}", file=sys.stderr)
     return 1

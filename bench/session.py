@@ -12,6 +12,7 @@ from datetime import datetime
 from bench.clock import DEFAULT_TIMER
 from bench.records import RecordWriter, RunRecord, frame
 from bench.runner import RefereeConfig
+from bench.signing import Signer, public_pem
 
 
 def new_session_dir(results_dir: str) -> str:
@@ -74,7 +75,9 @@ class BenchSession:
     self.seeds = list(range(config.getoption("rl_seeds")))
     self.cold_start = config.getoption("rl_cold_start")
     self.dir = new_session_dir(results)
-    self.writer = RecordWriter(os.path.join(self.dir, "runs.jsonl"))
+    self.signer = getattr(config, "_rlspeedrun_signer", None) or Signer()     # --signing-key, else the session's own
+    self.signer.write_public(os.path.join(self.dir, "signing-key.pub"))
+    self.writer = RecordWriter(os.path.join(self.dir, "runs.jsonl"), self.signer)
     self.records: list[RunRecord] = []
     self.baseline = getattr(config, "_rlspeedrun_baseline", None)    # --regress-against (bench/regress.py)
     self.pool = getattr(config, "_rlspeedrun_pool", None)              # --workers, --devices, --ray (bench/parallel.py)
@@ -155,6 +158,9 @@ class BenchSession:
     if sandboxes != ["bwrap"]: tr.write_line(f"warning: agents ran without a sandbox ({'; '.join(sandboxes)})", yellow=True)
     if self.baseline is not None: self._gate_summary(tr)
     tr.write_line(f"run records: {self.writer.path} ({self.writer.count} records; last line sha256 {self.writer.head})")
+    pem = "".join(public_pem(self.signer.public).splitlines()[1:-1])
+    tr.write_line(f"signed with: key {self.signer.key_id} ({self.signer.source}); public key {pem} "
+                  f"(check: python -m bench.report --public-key {os.path.join(self.dir, 'signing-key.pub')} {self.dir})")
     tr.write_line(f"report:      {report} (+ PNGs beside it)")
     timer = str(getattr(self.config.option, "benchmark_timer", DEFAULT_TIMER))
     if DEFAULT_TIMER not in timer:

@@ -354,3 +354,47 @@ def test_records_are_chained_and_tampering_is_detected(tmp_path):
     assert report_main([str(path), "--out", str(tmp_path / "report")]) == 2
   path.write_text("\n".join(lines) + "\n")
   assert json.loads(lines[0])["prev_sha256"] == "0" * 64
+
+
+def test_a_rewritten_file_with_a_recomputed_chain_is_refused_by_its_signatures(tmp_path, capsys):
+  """Issue 25: the chain has no key, so a claimant rewrote runs.jsonl (a slower entry made faster) and recomputed it.
+  Each line is signed with a key the agent's process never sees; `bench.report --public-key` refuses the rewrite and a
+  file signed with another key, and exits non-zero; the genuine file passes."""
+  from bench.records import GENESIS, line_sha256
+  from bench.report import main as report_main
+  from bench.signing import BadSignature, Signer, load_public, new_key
+  key = tmp_path / "referee.pem"
+  signer = new_key(str(key))
+  assert oct(os.stat(key).st_mode & 0o777) == "0o600"
+  path = tmp_path / "runs.jsonl"
+  writer = RecordWriter(str(path), Signer.from_file(str(key)))
+  for s in range(2): writer.write(run_one(fake("Scripted"), TASK, s, CONFIG))
+  pub = str(key) + ".pub"
+  assert len(load_runs(str(path), load_public(pub))) == 2
+  assert report_main([str(path), "--out", str(tmp_path / "r0"), "--public-key", pub]) == 0
+  genuine = path.read_text()
+
+  def forge(resign=None):
+    """Every time halved, the chain recomputed (and each line signed with `resign`, the forger's own key)."""
+    out, prev = [], GENESIS
+    for line in genuine.splitlines():
+      r = json.loads(line)
+      for k in ("signature", "key_id"): r.pop(k, None)
+      r["time_to_threshold_s"] /= 2
+      r["prev_sha256"] = prev
+      text = json.dumps(r)
+      if resign: text = resign.sign(text)
+      out.append(text)
+      prev = line_sha256(text)
+    path.write_text("\n".join(out) + "\n")
+  for forger, words in ((None, "not signed"), (Signer(), "signed with key")):
+    forge(forger)
+    assert len(load_runs(str(path))) == 2                                 # the chain alone accepts it
+    with pytest.raises(BadSignature, match=words): load_runs(str(path), load_public(pub))
+    assert report_main([str(path), "--out", str(tmp_path / "r1"), "--public-key", pub]) == 2
+    assert "refused" in capsys.readouterr().err
+  path.write_text(genuine.replace('"seed": 1', '"seed": 3'))                # one field of a signed line altered
+  with pytest.raises(BadSignature, match="altered"): load_runs(str(path), load_public(pub))
+  assert signer.key_id == Signer.from_file(str(key)).key_id
+  os.chmod(key, 0o644)
+  with pytest.raises(ValueError, match="can be read by others"): Signer.from_file(str(key))
