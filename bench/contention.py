@@ -11,7 +11,7 @@ are recorded too.
 An agent's own threads and processes also wait for each other: a quiet PPO CartPole run on 2 cores used 0.92-0.95
 CPU-s per second and waited 3-8 % of its clock, but an agent that runs three CPU burners of its own during each update
 (tests/hostile_agents.py FeignsASharedMachine, to have its slowness blamed on the machine) waits half of it. So a wait
-alone is not a shared machine: the machine's busy time (/proc/stat) minus the agent's is what *other* processes used. A run is
+alone is not a shared machine: the machine's busy time (/proc/stat) minus the agent's and the referee's own is what *other* processes used. A run is
 `contended` when other processes used more than OTHERS_CORES cores on average during its timed sections *and* its
 threads waited for a core more than WAIT_SHARE of its training clock (on a machine with idle cores others do not make
 it wait), or when the hypervisor stole more than STEAL_SHARE of the machine's time.
@@ -74,17 +74,19 @@ class Contention:
   def enter(self, tree) -> None:
     """Before a timed request (outside the clock): the tree's counters and the machine's now. The tree is scanned
     first: a process read for the first time at `leave` would bring all the CPU it used before (the agent's start-up)."""
-    self._at = (tree.scan(), *tree.sched(), _cpu_times(self.pinned)[0], time.perf_counter())
+    self._at = (tree.scan(), *tree.sched(), _cpu_times(self.pinned)[0], time.process_time(), time.perf_counter())
 
   def leave(self, tree) -> None:
     """After it (outside the clock): what the tree used meanwhile. The tree is re-scanned first, so that processes the
     agent started during the request count (their threads' time from their start)."""
     if self._at is None: return
-    cpu0, run0, wait0, busy0, t0 = self._at
+    cpu0, run0, wait0, busy0, ref0, t0 = self._at
     cpu = tree.scan()
     run, wait = tree.sched()
     self.wall_s += time.perf_counter() - t0
-    self.others_s += max((_cpu_times(self.pinned)[0] - busy0) / TICK - (cpu - cpu0), 0.0)
+    # others: the machine's busy time less the agent's tree's and the referee's own (an agent that trickles its reply
+    # byte by byte keeps the referee reading: its CPU is the run's business, not another process's)
+    self.others_s += max((_cpu_times(self.pinned)[0] - busy0) / TICK - (cpu - cpu0) - (time.process_time() - ref0), 0.0)
     self.cpu_s += max(cpu - cpu0, 0.0)
     self.run_s += max(run - run0, 0.0)
     self.wait_s += max(wait - wait0, 0.0)

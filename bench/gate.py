@@ -11,7 +11,9 @@ baseline and of the current code:
 - **improved**: the mirror image (p under alpha, the CI under 1 / (1 + tolerance));
 - **unchanged**: neither, and the CI inside [1 / (1 + tolerance), 1 + tolerance], from 5 or more runs a side;
 - **inconclusive**: neither, and the CI too wide to say; or a slowdown measured on contended runs (the machine was
-  shared: the runs say so, bench/contention.py, PROTOCOL.md §13), which is not called a regression.
+  shared: the runs say so, bench/contention.py, PROTOCOL.md §13), which is not called a regression. Where the clean
+  runs are most of each side (2 or more), the contended ones are left out and the verdict is the clean runs' (one
+  contended run cannot veto it).
 
 Only *regressed* fails a gate. `power` estimates, by resampling recorded runs, how often the gate catches a given
 slowdown with n seeds a side.
@@ -207,13 +209,27 @@ def gate_runs(baseline, current, *, alpha: float = ALPHA, tolerance: float = TOL
       how = f"{speed:.2f}x slower" if speed > 1 else f"{1 / speed:.2f}x faster"
       why.append(f"this machine ran the speed calibration {how} than the baseline's (a different machine speed, not different "
                  "code: compare on one machine, or interleaved with a git ref)")
+    b, c, left_out = _clean_majority(b, c)
     contended = int(c["contended"].fillna(False).astype(bool).sum()) if "contended" in c else 0
     r = judge(b["censored_time_s"], c["censored_time_s"], b["solved"], c["solved"], solve_bar=float(c["solve_bar"].max()),
               alpha=alpha, tolerance=tolerance, comparable=force or not why, why_not="; ".join(why), contended_runs=contended)
+    if left_out: r.why += f" ({left_out}: judged on the clean runs, which are most of each side)"
     rows.append({"agent": agent, "task": task, **r.as_dict(), "machine_speed_ratio": speed, **paired(b, c)})
   cols = ["agent", "task", *GateResult.__dataclass_fields__, "machine_speed_ratio", *paired(b_all[:0], c_all[:0])]
   df = pd.DataFrame(rows, columns=cols)
   return failing_first(df), warnings
+
+
+def _clean_majority(b, c):
+  """(baseline, current, note): where some runs were contended but the clean runs are most of each side (and 2 or
+  more), the contended ones are left out, so that one run on a shared moment (or an agent that made its own run look
+  shared) cannot veto the verdict; else both sides as they are (and contended runs make a slowdown inconclusive)."""
+  def flags(f): return f["contended"].fillna(False).astype(bool) if "contended" in f else None
+  fb, fc = flags(b), flags(c)
+  if fb is None or fc is None or not (fb.any() or fc.any()): return b, c, ""
+  kb, kc = b[~fb], c[~fc]
+  if len(kb) * 2 <= len(b) or len(kc) * 2 <= len(c) or min(len(kb), len(kc)) < 2: return b, c, ""
+  return kb, kc, f"{int(fc.sum())} contended current and {int(fb.sum())} contended baseline run(s) left out"
 
 
 def failing_first(df):

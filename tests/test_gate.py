@@ -177,3 +177,40 @@ def test_runs_side_by_side_are_not_compared_with_runs_alone(tmp_path):
   mixed = load_runs(write(str(tmp_path / "d" / "runs.jsonl"), alone + side))
   table, warnings = compare_runs(mixed)
   assert (table["verdict"] == "not comparable").all() and any("at once" in w for w in warnings)
+
+
+def test_one_contended_run_cannot_veto_the_verdict(tmp_path):
+  """Issue 25: one contended run made the gate inconclusive (an entry made the referee itself its 'other process' and a
+  2.4x regression read inconclusive). Where the clean runs are most of each side they are judged alone; where most runs
+  were contended the slowdown stays inconclusive."""
+  from bench.gate import gate_runs
+  from bench.records import load_runs
+  from tests.synthetic import runs_of, write
+
+  def session(name, times, contended=()):
+    recs = runs_of("ppo", list(times))
+    for i, r in enumerate(recs): r.contended, r.contended_why = i in contended, "other processes used 1.0 of the 2 cores" if i in contended else ""
+    return load_runs(write(str(tmp_path / name / "runs.jsonl"), recs))
+  base = session("base", POOL[:10])
+  df, _ = gate_runs(base, session("one", POOL[10:20] * 2.4, contended={3}))
+  assert df["verdict"][0] == "regressed" and "1 contended current and 0 contended baseline run(s) left out" in df["why"][0]
+  assert df["runs_current"][0] == 9
+  df, _ = gate_runs(base, session("most", POOL[10:20] * 2.4, contended=set(range(6))))
+  assert df["verdict"][0] == "inconclusive" and "6 of 10 current runs were contended" in df["why"][0]
+
+
+def test_the_referees_own_cpu_is_not_another_process():
+  """The referee reading a reply trickled byte by byte is busy on the run's behalf: Contention subtracts its CPU."""
+  import time
+
+  from bench.contention import Contention
+
+  class Idle:           # an agent's tree that uses no CPU
+    def scan(self): return 0.0
+    def sched(self): return 0.0, 0.0
+  c = Contention()
+  c.enter(Idle())
+  end = time.process_time() + 0.5
+  while time.process_time() < end: pass      # the referee's own work during the request
+  c.leave(Idle())
+  assert c.others_s < 0.15, c.others_s

@@ -148,6 +148,20 @@ def test_the_speed_calibration_is_a_fixed_workload_scored_by_its_fastest_pass():
   assert speed_ratio([{"workload": "other/v9", "score_s": 0.2}], [c]) is None
 
 
+def test_the_speed_calibration_never_computes_on_subnormal_floats():
+  """Issue 25: v2's products decayed into subnormal floats (~1e-45), ~30x slower on a Xeon than on an EPYC: a score
+  that said nothing comparable. v3's values stay normal through every product."""
+  import numpy as np
+
+  from bench.calibrate import _matrices
+  a, w = _matrices()
+  smallest = np.inf
+  for _ in range(1500):
+    a = np.tanh(a @ w)
+    smallest = min(smallest, float(np.abs(a[a != 0]).min()))
+  assert smallest > np.finfo(np.float32).tiny * 1e6 and np.abs(a).max() > 0.5, smallest
+
+
 def test_records_carry_tinygrads_version_and_the_commit_of_its_checkout(tmp_path, monkeypatch):
   """`pip install -e path/to/tinygrad`: the checkout's commit; a package that merely sits inside some other repository
   (a virtualenv inside this project) has none."""
