@@ -7,14 +7,25 @@ plain byte string (a compiled kernel) or, in beam_search tables, a structure of 
 (read with pickletools, which executes nothing). `seal` writes a fresh, compacted copy (VACUUM INTO: no free
 pages, no write-ahead log) that the referee keeps out of every sandbox; each timed run gets its own copy of it.
 
-What this cannot see: data hidden in the bytes of a cache entry (PROTOCOL.md 12, what review must check).
+`rebuild` then makes the cache the timed runs get anew from the warm-up's keys alone: in a sandboxed process of its
+own (the agent's uid, no agent code), tinygrad's compiler for the run's device compiles each key of its compile table
+(a kernel's source) into a fresh cache, so that every value is what tinygrad's compiler gives for its key: a value
+the warm-up wrote (issue 25: a trained PPO's weights stored with tinygrad's own diskcache_put in a compile table)
+does not reach a timed run. Keys of other compilers are dropped; beam_search rows are copied through tinygrad's own
+diskcache_put. What can still cross: the keys themselves, kernel sources the agent's process chose (PROTOCOL.md 12).
 """
 from __future__ import annotations
 
+import json
 import os
 import pickletools
 import re
+import shutil
 import sqlite3
+import stat
+import subprocess
+import sys
+import tempfile
 
 TABLE = re.compile(r"^(compile_[A-Za-z0-9_]+|beam_search)_\d+$")
 PLAIN = {"PROTO", "FRAME", "SHORT_BINBYTES", "BINBYTES", "BINBYTES8", "MEMOIZE", "STOP"}
@@ -33,7 +44,8 @@ def _connect(path: str) -> sqlite3.Connection:
 
 def verify(path: str) -> int:
   """Check a warm-up's cache; returns its number of entries, or raises CacheRejected saying what is wrong."""
-  if not os.path.exists(path): return 0
+  if not os.path.lexists(path): return 0
+  if not stat.S_ISREG(os.lstat(path).st_mode): raise CacheRejected("the kernel cache is not a regular file (a link?)")
   try:
     con = _connect(path)
     try:
@@ -88,3 +100,62 @@ def seal(src: str, dst: str) -> None:
   con = _connect(src)
   try: con.execute("VACUUM INTO ?", (dst,))
   finally: con.close()
+
+
+REBUILD_TIMEOUT_S = 600.0
+
+
+def rebuild(src: str, dst: str, *, sandbox, device: str | None, workdir: str) -> dict:
+  """A verified warm-up cache `src` made anew into `dst` (then verified and sealed) from its keys alone, compiled by
+  tinygrad in a sandboxed process of its own. Returns what it kept and dropped; raises CacheRejected where it fails."""
+  from bench.runner import ROOT
+  from bench.sandbox import agent_environ
+  if not os.path.exists(src): return {"compiled": 0, "copied": 0, "dropped": 0}
+  scratch = tempfile.mkdtemp(prefix="rebuild-", dir=workdir)
+  try:
+    given, made = os.path.join(scratch, "warm-up.db"), os.path.join(scratch, "rebuilt.db")
+    shutil.copyfile(src, given)
+    sandbox.give(scratch, given)
+    env = agent_environ({"PYTHONPATH": ROOT, "HOME": scratch, "TMPDIR": scratch, "CACHEDB": made, "PYTHONDONTWRITEBYTECODE": "1",
+                         **({"DEV": device} if device else {})})
+    argv = sandbox.wrap([sys.executable, "-m", "bench.kernel_cache", given], scratch=scratch, readable=[ROOT], hidden=[], device=device)
+    try: out = subprocess.run(argv, env=env, cwd=scratch, capture_output=True, text=True, timeout=REBUILD_TIMEOUT_S, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired: raise CacheRejected(f"rebuilding the kernel cache took over {REBUILD_TIMEOUT_S:g} s") from None
+    if out.returncode != 0: raise CacheRejected(f"rebuilding the kernel cache failed: {out.stderr.strip()[-500:]}")
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    verify(made)
+    seal(made, dst)
+    return summary
+  finally:
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _rebuild_here(src: str) -> dict:
+  """In the rebuild's sandbox, CACHEDB naming the new cache: every key of the device compiler's table compiled afresh
+  (tinygrad's compile_cached puts what its compiler gives), beam_search rows put again, everything else dropped."""
+  from tinygrad import Device
+  from tinygrad.helpers import VERSION, diskcache_put
+  compiler = Device[Device.DEFAULT].compiler
+  compile_table = f"{compiler.cachekey}_{VERSION}" if compiler.cachekey else None
+  con = _connect(src)
+  counts = {"compiled": 0, "copied": 0, "dropped": 0}
+  try:
+    for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
+      if name == compile_table:
+        for (key,) in con.execute(f"SELECT key FROM '{name}'").fetchall():
+          if isinstance(key, str): compiler.compile_cached(key); counts["compiled"] += 1
+          else: counts["dropped"] += 1
+      elif name == f"beam_search_{VERSION}":
+        cur = con.execute(f"SELECT * FROM '{name}'")
+        cols = [d[0] for d in cur.description]
+        for row in cur.fetchall():
+          diskcache_put("beam_search", dict(zip(cols[:-1], row[:-1])), row[-1], prepickled=True)
+          counts["copied"] += 1
+      else: counts["dropped"] += con.execute(f"SELECT count(*) FROM '{name}'").fetchone()[0]
+  finally:
+    con.close()
+  return counts
+
+
+if __name__ == "__main__":
+  print(json.dumps(_rebuild_here(sys.argv[1])))

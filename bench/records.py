@@ -69,6 +69,7 @@ class RunRecord:
   contention: dict = field(default_factory=dict)    # CPU-s, run-queue wait, steal, load average of the timed sections
   calibration: dict = field(default_factory=dict)   # the machine-speed workload timed before the run (bench/calibrate.py)
   placement: dict = field(default_factory=dict)     # where it ran and beside how many runs (bench/parallel.py); {}: alone, unpinned
+  warm_up: dict = field(default_factory=dict)       # the pair's untimed warm-up: start_up_s, wall_s, cpu_s, env_steps, cap_s, cache
   timestamp: str = ""
   schema_version: int = SCHEMA_VERSION
 

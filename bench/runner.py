@@ -49,6 +49,7 @@ class RefereeConfig:
   eval_cpu_s: float = 0.5             # CPU-seconds the agent's processes may use in a run's evaluations ...
   idle_cpu_fraction: float = 0.25     # ... plus this fraction of the wall time between them (the references: 0-0.2 s a run)
   act_cpu_ratio: float = 1.5          # ... plus this many CPU-seconds per second inside act() (the references: 0.7-1.05)
+  warm_up_cap_s: float = 120.0        # the untimed warm-up's agent code (import to its last act()), all requests together
   calibrate: bool = True              # time the machine-speed workload before each run (bench/calibrate.py), outside the clock
   placement: dict = field(default_factory=dict)  # runs side by side (bench/parallel.py): slot, cores (pinned), workers; recorded
 

@@ -20,9 +20,10 @@ import numpy as np
 from bench import protocol as P
 from bench.agent_api import AgentError, AgentSpec, check_actions
 from bench.clock import SESSION
-from bench.kernel_cache import CacheRejected, seal, verify
+from bench.kernel_cache import CacheRejected, rebuild, verify
 from bench.records import RecordWriter, RunRecord
 from bench.runner import Child, RefereeConfig, RunFailed, run_one
+from bench.sandbox import probe
 
 OBS_SEED = 1_000_003      # start states for checking act() in the warm-up (not an evaluation seed)
 SLOW_ACT_WARNING_S = 0.02  # an act() call slower than this after the warm-up's training gets a warning
@@ -40,6 +41,8 @@ class Suite:
     gc.freeze()
     self.warm_cache = os.path.join(self.workdir, "verified-cache.db")   # the referee's; never inside a sandbox
     self.records: list[RunRecord] = []
+    self.warm_up_info: dict = {}     # the warm-up's wall and CPU time and env steps: in every record of the pair
+    self.cache_rebuilt: dict = {}    # what the rebuild of its kernel cache compiled, copied and dropped
 
   def warm_up(self) -> None:
     """Untimed: load, construct (with a secret seed), act, train a few updates, act again, in a scratch
@@ -47,35 +50,47 @@ class Suite:
     Raises AgentError with one clear message if the agent breaks the interface or leaves a bad cache."""
     scratch = tempfile.mkdtemp(prefix="warm-up-", dir=self.workdir)
     _, act_space = self.task.spaces()
-    t = self.config.hang_timeout_s
-    child = None
+    child, cap = None, self.config.warm_up_cap_s
     try:
       obs_batches = {n: _sample_observations(self.task, n) for n in (self.task.eval_episodes, self.task.confirm_episodes)}
       child = Child.for_agent(self.config, self.agent, scratch)
       cache = child.cache_db
+      t_load = time.perf_counter()
       child.load(self.task, self.agent)
-      child.request(P.Import(target=self.agent.target), t, "import", P.Ok)
-      child.request(P.Construct(seed=1_000_000 + secrets.randbelow(2**31)), t, "construction", P.Ok)
+      t0, cpu0, steps_done = time.perf_counter(), child.cpu.scan(), 0
+
+      def request(msg, what: str, expect: type):
+        """A request under the warm-up's cap (its agent code's wall time, all requests together)."""
+        left = cap - (time.perf_counter() - t0)
+        try: return child.request(msg, max(min(left, self.config.hang_timeout_s), 0.0), what, expect)
+        except TimeoutError:
+          if left <= self.config.hang_timeout_s: raise AgentError(f"its warm-up ran over its cap of {cap:g} s (during {what})") from None
+          raise
+      request(P.Import(target=self.agent.target), "import", P.Ok)
+      request(P.Construct(seed=1_000_000 + secrets.randbelow(2**31)), "construction", P.Ok)
       for _ in range(2):
         for n, obs in obs_batches.items():
-          check_actions(child.request(P.Act(obs=obs), t, "act()", P.Actions).actions, act_space, n)
+          check_actions(request(P.Act(obs=obs), "act()", P.Actions).actions, act_space, n)
         steps = 0
         for _ in range(3):   # TinyJit captures on the second call: three updates warm every kernel
-          rep = child.request(P.Train(until_steps=steps + 1, max_s=t), t, "train()", P.Trained)
+          rep = request(P.Train(until_steps=steps + 1, max_s=cap), "train()", P.Trained)
           steps = rep.counted_steps if rep.counted_steps > 0 else rep.agent_steps
+          steps_done += steps
           if rep.finished: break
       for n, obs in obs_batches.items():   # a third call per batch size: what an evaluation's calls cost (TinyJit replays)
-        t0 = time.perf_counter()
-        check_actions(child.request(P.Act(obs=obs), t, "act()", P.Actions).actions, act_space, n)
-        self._warn_if_slow_act(time.perf_counter() - t0, n)
+        t1 = time.perf_counter()
+        check_actions(request(P.Act(obs=obs), "act()", P.Actions).actions, act_space, n)
+        self._warn_if_slow_act(time.perf_counter() - t1, n)
+      self.warm_up_info = {"start_up_s": round(t0 - t_load, 4), "wall_s": round(time.perf_counter() - t0, 4),
+                           "cpu_s": round(child.cpu.scan() - cpu0, 4), "env_steps": steps_done, "cap_s": cap}
       child.close()
       child = None
       verify(cache)
-      seal(cache, self.warm_cache)
+      self.cache_rebuilt = rebuild(cache, self.warm_cache, sandbox=probe(self.config.sandbox), device=self.config.device, workdir=self.workdir)
     except RunFailed as e:
       raise AgentError(f"{self.agent.name} on {self.task.name} failed its warm-up: {e.reason}") from None
     except TimeoutError as e:
-      raise AgentError(f"{self.agent.name} on {self.task.name}: no reply from {e} within {t:g} s during warm-up") from None
+      raise AgentError(f"{self.agent.name} on {self.task.name}: no reply from {e} within {self.config.hang_timeout_s:g} s during warm-up") from None
     except CacheRejected as e:
       raise AgentError(f"{self.agent.name} on {self.task.name}: its warm-up's kernel cache was refused: {e}") from None
     except AgentError as e:
@@ -113,6 +128,7 @@ class Suite:
     return self._record(rec, timer)
 
   def _record(self, rec: RunRecord, timer: bool = True) -> RunRecord:
+    if not rec.warm_up and self.warm_up_info: rec.warm_up = dict(self.warm_up_info, cache=self.cache_rebuilt)
     if timer: SESSION.add(rec.censored_time_s)
     self.records.append(rec)
     if self.writer: self.writer.write(rec)

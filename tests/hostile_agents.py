@@ -201,6 +201,21 @@ class PicklesInCache(Scripted):
     con.close()
 
 
+class StoresWeightsInTheCache(Scripted):
+  """Issue 25: in the warm-up (its seed is 1,000,000 or more) it stores 'weights' with tinygrad's own diskcache_put in
+  the compiler's table, under a key that is a valid kernel source (so a structural check passes it: before the
+  rebuild, a timed run read them back and solved in 0.05 s). A timed run that finds them raises Escaped."""
+  KEY = "void weights(void) { }"
+
+  def __init__(self, task, seed):
+    super().__init__(task, seed)
+    from tinygrad import Device
+    from tinygrad.helpers import diskcache_get, diskcache_put
+    table = Device[Device.DEFAULT].compiler.cachekey
+    if seed >= 1_000_000: diskcache_put(table, self.KEY, b"WEIGHTS" * 1000)
+    elif b"WEIGHTS" in (diskcache_get(table, self.KEY) or b""): raise Escaped("read the warm-up's weights back from the kernel cache")
+
+
 # --- 5. fake progress ---
 class ReturnsAtOnce(Scripted):
   """train() returns without training; act() then answers with a hard-coded controller."""

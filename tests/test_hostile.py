@@ -240,6 +240,32 @@ def test_warm_up_cache_with_foreign_content_is_refused(name, words):
   assert not os.path.exists("/tmp/rlspeedrun-boom")
 
 
+def test_a_value_the_warm_up_stored_in_a_compile_table_does_not_reach_a_timed_run():
+  """The referee rebuilds the timed runs' cache from the warm-up's keys (bench/kernel_cache.py rebuild): every value is
+  what tinygrad's compiler gives for its key, so the weights stored as a 'compiled kernel' are gone."""
+  suite = Suite(hostile("StoresWeightsInTheCache"), TASK, CONFIG)
+  try:
+    suite.warm_up()
+    rec = suite.run(0)
+  finally:
+    suite.close()
+  assert suite.cache_rebuilt["compiled"] >= 1, suite.cache_rebuilt
+  assert rec.solved, rec.failure_reason        # StoresWeightsInTheCache raises Escaped when it finds its weights
+  assert rec.warm_up["wall_s"] > 0 and rec.warm_up["cpu_s"] > 0 and rec.warm_up["env_steps"] > 0 and rec.warm_up["cache"]["compiled"] >= 1
+
+
+def test_the_warm_up_is_capped():
+  """Learning in the warm-up is bounded: its agent code gets warm_up_cap_s in all (here 3 s; an agent that trains on
+  in it fails with the reason), and what it used is in every record of the pair (above)."""
+  suite = Suite(fake("HangsInTrain"), TASK, dataclasses.replace(CONFIG, warm_up_cap_s=3.0, hang_timeout_s=60.0))
+  t0 = time.perf_counter()
+  try:
+    with pytest.raises(AgentError, match="warm-up ran over its cap of 3 s"): suite.warm_up()
+  finally:
+    suite.close()
+  assert time.perf_counter() - t0 < 20
+
+
 # --- 5. fake progress; honest provenance ---
 def test_train_that_returns_at_once_is_flagged():
   rec = run("ReturnsAtOnce")
