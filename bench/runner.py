@@ -304,8 +304,11 @@ def _run(rec: RunRecord, agent: AgentSpec, task, seed: int, config: RefereeConfi
       targets = [task.step_budget] + ([(last_eval_steps // every_n + 1) * every_n] if every_n else [])
       max_s = min(task.time_budget_s - clock.elapsed, PROGRESS_EVERY_S)   # a reply at least this often: steps done so far
       if every_t: max_s = min(max_s, (last_eval_t // every_t + 1) * every_t - clock.elapsed)
-      rep = timed(P.Train(until_steps=min(targets), max_s=max(max_s, 0.0)), "train()", P.Trained)
+      # the first request returns at train()'s first yield: the clock then is the run's first update (first_update_s)
+      until = 1 if br.get("first_update_s") is None else min(targets)
+      rep = timed(P.Train(until_steps=until, max_s=max(max_s, 0.0)), "train()", P.Trained)
       steps = rep.counted_steps if rep.counted_steps > 0 else rep.agent_steps
+      if br.get("first_update_s") is None and steps > 0: br["first_update_s"], br["first_update_steps"] = clock.elapsed, steps
       rec.steps, rec.step_source = steps, "wrapper" if rep.counted_steps > 0 else "yield"
       rec.self_reported.update(agent_steps=rep.agent_steps, counted_steps=rep.counted_steps)
       rec.agent_profile = rep.profile or None
@@ -323,6 +326,10 @@ def _run(rec: RunRecord, agent: AgentSpec, task, seed: int, config: RefereeConfi
             raise RunFailed("flagged", f"passed with {steps:,} env steps, under the task's floor of {task.step_floor:,} "
                                        "(no training the referee saw can have produced it)")
           rec.finish_solved(clock.elapsed, steps, rec.confirmations[-1]["return"])
+          if len([p for p in rec.curve if p["steps"] > 0]) == 1:
+            rec.review.append(f"no learning curve on the clock: it went from the untrained policy (return {rec.curve[0]['return']:.1f}) "
+                              f"to a pass at its first evaluation ({steps:,} steps, {clock.elapsed:.2f} s): was it learned or written "
+                              "before the clock? (PROTOCOL.md 12)")
           return
       if steps >= task.step_budget:
         raise RunFailed("unsolved", f"step budget ({task.step_budget:,} steps) reached")

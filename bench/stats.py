@@ -172,7 +172,7 @@ def compare_runs(runs: pd.DataFrame, baseline: str | None = None, force: bool = 
       if ce != cb:
         warnings.append(f"{task}: {agent} ran {' | '.join(sorted(ce))} and {base} {' | '.join(sorted(cb))}"
                         + ("; compared anyway (forced)" if force else "; no verdict (force it with --force)"))
-      review = fewer_steps_than_references(e, g)
+      review = fewer_steps_than_references(e, g) + faster_than_a_first_update(e, g) + flagged_runs(e)
       warnings += [f"{task}: {agent}: {r}" for r in review]
       why = "; ".join(filter(None, ["hardware fingerprints differ" if not same else "",
                                     "one side ran side by side with other runs, the other not alike" if ce != cb else "",
@@ -200,6 +200,26 @@ def fewer_steps_than_references(entry: pd.DataFrame, task_runs: pd.DataFrame) ->
   if few.empty: return []
   return [f"{len(few)} solved run(s) with fewer than 1/{REVIEW_STEP_RATIO:g} of the fewest env steps any reference run needed "
           f"({int(refs['steps_to_threshold'].min()):,}): seeds {', '.join(str(s) for s in few['seed'])}; check how it trains"]
+
+
+def faster_than_a_first_update(entry: pd.DataFrame, task_runs: pd.DataFrame) -> list[str]:
+  """The entry's solved runs that took less training clock than any reference run on the task took to its *first*
+  update (the clock at train()'s first yield, measured by the referee): no learning the references know of fits."""
+  col = "breakdown.first_update_s"
+  if col not in task_runs or (entry["agent_kind"] == "reference").all(): return []
+  firsts = task_runs.loc[task_runs["agent_kind"] == "reference", col].dropna()
+  if firsts.empty: return []
+  fast = entry[entry["solved"] & (entry["time_to_threshold_s"] < float(firsts.min()))]
+  if fast.empty: return []
+  return [f"{len(fast)} solved run(s) faster than any reference run's first update ({float(firsts.min()):.2f} s): seeds "
+          f"{', '.join(str(s) for s in fast['seed'])}; was it learned or written before the clock?"]
+
+
+def flagged_runs(entry: pd.DataFrame) -> list[str]:
+  """The referee's own review flags on the entry's runs (a record's `review`), counted once per kind."""
+  if "review" not in entry or (entry["agent_kind"] == "reference").all(): return []
+  flags = [str(x).split(":")[0] for r in entry["review"] if isinstance(r, list) for x in r]
+  return [f"{flags.count(f)} run(s): {f} (the records say more)" for f in dict.fromkeys(flags)]
 
 
 def performance_profile(runs: pd.DataFrame, baselines: dict[str, str], taus: np.ndarray) -> pd.DataFrame:

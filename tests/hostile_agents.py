@@ -216,6 +216,19 @@ class StoresWeightsInTheCache(Scripted):
     elif b"WEIGHTS" in (diskcache_get(table, self.KEY) or b""): raise Escaped("read the warm-up's weights back from the kernel cache")
 
 
+class HandWrittenController(Scripted):
+  """Issue 25: no learning at all: a hand-written controller behind 16,384 real, counted random-action steps (it
+  scored 582x 'faster' than PPO, unflagged). Solves at its first evaluation; the referee flags it for review."""
+  steps_per_update, updates_to_learn = 16_384, 1
+
+  def train(self):
+    rng = np.random.default_rng(self.seed)
+    for _ in range(self.steps_per_update // 4): self.envs.step(rng.integers(0, 2, 4))
+    self.updates = 1
+    yield self.steps_per_update
+    while True: yield self.steps_per_update
+
+
 # --- 5. fake progress ---
 class ReturnsAtOnce(Scripted):
   """train() returns without training; act() then answers with a hard-coded controller."""

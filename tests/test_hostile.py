@@ -266,6 +266,30 @@ def test_the_warm_up_is_capped():
   assert time.perf_counter() - t0 < 20
 
 
+def test_a_solve_with_no_learning_on_the_clock_is_flagged_for_review():
+  """Issue 25: a hand-written controller behind random steps solved 582x faster than PPO with no flag. Its record says
+  it went from untrained to a pass in one evaluation, and the verdict says it was faster than any reference's first
+  update (the referee times each run's first update: the clock at train()'s first yield)."""
+  import pandas as pd
+
+  from bench.records import frame
+  from bench.stats import compare_runs
+  from tests.synthetic import runs_of
+  rec = run("HandWrittenController")
+  assert rec.solved and rec.review and rec.review[0].startswith("no learning curve on the clock"), (rec.failure_reason, rec.review)
+  assert rec.breakdown["first_update_steps"] > 10_000 and rec.breakdown["first_update_s"] <= rec.time_to_threshold_s
+  honest = run_one(fake("SleepyTrainer"), TASK, 0, CONFIG)
+  assert honest.solved and not honest.review and honest.breakdown["first_update_steps"] == 1000, honest.failure_reason
+  first = rec.time_to_threshold_s * 1.5       # a reference whose first update came later than this entry's solve
+  refs = runs_of("ppo", [first * 10, first * 11, first * 12])
+  for r in refs: r.breakdown["first_update_s"] = first
+  entry = [dataclasses.replace(rec, seed=s, agent="controller", agent_kind="entry", task="CartPole-v1") for s in range(3)]
+  comps, warns = compare_runs(frame([dataclasses.asdict(r) for r in refs + entry]), force=True)
+  notes = " ".join(comps["notes"][0]) if isinstance(comps["notes"][0], list) else str(comps["notes"][0])
+  assert f"faster than any reference run's first update ({first:.2f} s)" in notes and "no learning curve on the clock" in notes, notes
+  assert isinstance(comps, pd.DataFrame)
+
+
 # --- 5. fake progress; honest provenance ---
 def test_train_that_returns_at_once_is_flagged():
   rec = run("ReturnsAtOnce")
