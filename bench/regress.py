@@ -61,6 +61,7 @@ class GitRef:
 
   def build(self) -> GitRef:
     self.root = tempfile.mkdtemp(prefix=f"rlspeedrun-{self.commit[:10]}-")
+    os.chmod(self.root, 0o755)     # its agents read it as the sandbox's own uid (bench/sandbox.py), not as root
     archive = subprocess.run(["git", "archive", self.commit], cwd=ROOT, capture_output=True, timeout=300)
     if archive.returncode: raise BaselineError(f"git archive {self.commit[:10]} failed: {archive.stderr.decode(errors='replace').strip()}")
     subprocess.run(["tar", "-x", "-C", self.root], input=archive.stdout, check=True, timeout=300)

@@ -43,6 +43,7 @@ class RefereeConfig:
   sandbox: str = "bwrap"              # "bwrap" (required: the session refuses to start without it) or "none" (recorded)
   hidden_dirs: tuple[str, ...] = ()   # directories the agent must not see (the results directory)
   memory_limit_gb: float | None = 8.0  # address-space limit of each agent process (CPU device only)
+  max_processes: int = 1024           # processes and threads of the agent's uid (RLIMIT_NPROC), where it has its own (root)
   act_allowance_ms: float = 2.0       # act() time per call that is not charged to the training clock
   act_call_cap_s: float = 10.0        # one act() call longer than this fails the run
   act_eval_cap_s: float = 120.0       # act() time in one evaluation longer than this fails the run
@@ -108,6 +109,7 @@ class Child:
       resource.setrlimit(resource.RLIMIT_AS, (int(gb * 2**30),) * 2)
     resource.setrlimit(resource.RLIMIT_FSIZE, (4 * 2**30,) * 2)    # no file (its output included) over 4 GiB
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if self.sandbox.owner: resource.setrlimit(resource.RLIMIT_NPROC, (self.config.max_processes,) * 2)   # the agent's uid's
     if self.sandbox.kind == "none": die_with_parent(signal.SIGKILL)   # bwrap does it with --die-with-parent
 
   def request(self, msg, timeout: float, what: str, expect: type):

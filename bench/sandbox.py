@@ -99,7 +99,11 @@ class Sandbox:
     for p in [*binds, scratch]:        # the parents bwrap would make 0700 (unreadable to the agent's uid): made 0755
       for a in ancestors(p):
         if a not in made and not any(under(a, b) for b in binds): args += ["--perms", "0755", "--dir", a]; made.add(a)
-    for p in binds: args += ["--ro-bind", p, p]
+    for p in binds:
+      if self.owner and not os.stat(p).st_mode & 0o005 == 0o005:   # bound, but closed to the agent's uid
+        raise SandboxError(f"the agent's uid {UID} cannot read {p} (mode {os.stat(p).st_mode & 0o777:o}): chmod o+rx it, "
+                           "or put the entry where others can read it")
+      args += ["--ro-bind", p, p]
     for h in sorted({real(h) for h in hidden if os.path.isdir(h)}):
       if any(under(h, b) for b in binds): args += ["--tmpfs", h, "--remount-ro", h]
     args += ["--bind", scratch, scratch, "--chdir", scratch, "--remount-ro", "/"]

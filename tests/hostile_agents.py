@@ -229,6 +229,24 @@ class HandWrittenController(Scripted):
     while True: yield self.steps_per_update
 
 
+class ForkBomb(Scripted):
+  """Forks sleeping children until the system says no; raises Escaped if it got more than $HOSTILE_MAX (+ a few)."""
+  def __init__(self, task, seed):
+    super().__init__(task, seed)
+    kids = []
+    try:
+      for _ in range(int(os.environ.get("HOSTILE_MAX", "64")) * 4):
+        pid = os.fork()
+        if pid == 0:
+          time.sleep(60)
+          os._exit(0)
+        kids.append(pid)
+    except OSError: pass
+    finally:
+      for k in kids: os.kill(k, 9); os.waitpid(k, 0)
+    if len(kids) > int(os.environ.get("HOSTILE_MAX", "64")): raise Escaped(f"forked {len(kids)} processes")
+
+
 # --- 5. fake progress ---
 class ReturnsAtOnce(Scripted):
   """train() returns without training; act() then answers with a hard-coded controller."""

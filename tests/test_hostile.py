@@ -387,6 +387,15 @@ def test_memory_limit():
   assert rec.status == "failed" and "MemoryError" in rec.failure_reason
 
 
+@needs_bwrap
+def test_the_agents_processes_are_limited():
+  """RLIMIT_NPROC on the agent's own uid (the referee is root): a fork bomb stops at the limit (here 64)."""
+  if os.geteuid() != 0: pytest.skip("the limit needs a uid of the agent's own: the referee must be root")
+  config = dataclasses.replace(CONFIG, max_processes=64, extra_env={"HOSTILE_MAX": "64"})
+  rec = run("ForkBomb", config=config)
+  assert rec.solved, rec.failure_reason      # ForkBomb raises Escaped if it got more than 64
+
+
 # --- the records ---
 def test_records_are_chained_and_tampering_is_detected(tmp_path):
   from bench.records import TamperedRecords
