@@ -57,7 +57,7 @@ class Suite:
       cache = child.cache_db
       t_load = time.perf_counter()
       child.load(self.task, self.agent)
-      t0, cpu0, steps_done = time.perf_counter(), child.cpu.scan(), 0
+      t0, cpu0, steps_done = time.perf_counter(), child.cpu.scan(), 0     # steps_done: the last count it reported
 
       def request(msg, what: str, expect: type):
         """A request under the warm-up's cap (its agent code's wall time, all requests together)."""
@@ -75,7 +75,7 @@ class Suite:
         for _ in range(3):   # TinyJit captures on the second call: three updates warm every kernel
           rep = request(P.Train(until_steps=steps + 1, max_s=cap), "train()", P.Trained)
           steps = rep.counted_steps if rep.counted_steps > 0 else rep.agent_steps
-          steps_done += steps
+          steps_done = max(steps_done, steps)
           if rep.finished: break
       for n, obs in obs_batches.items():   # a third call per batch size: what an evaluation's calls cost (TinyJit replays)
         t1 = time.perf_counter()
