@@ -22,6 +22,7 @@ class TreeCPU:
   def __init__(self, pid: int):
     self.root = psutil.Process(pid)
     self.fds: dict[int, int] = {}
+    self.last = 0.0            # the last reading (read() never goes below it)
     self._open(pid)
 
   def _open(self, pid: int) -> None:
@@ -37,7 +38,9 @@ class TreeCPU:
     return self.read()
 
   def read(self) -> float:
-    """CPU seconds of the processes found so far (those that exited: in their parents' numbers)."""
+    """CPU seconds of the processes found so far (those that exited: in their parents' numbers). Never less than the
+    last reading: a process found earlier that is gone and was not reaped into one found (a child of a process that
+    ignores SIGCHLD is reaped by no one) takes its time with it, which would make a later difference negative."""
     ticks = 0
     for pid, fd in list(self.fds.items()):
       try: fields = os.pread(fd, 4096, 0).rsplit(b")", 1)[1].split()
@@ -45,7 +48,8 @@ class TreeCPU:
         os.close(self.fds.pop(pid))
         continue
       ticks += sum(int(x) for x in fields[11:15])   # utime, stime, cutime, cstime
-    return ticks / TICK
+    self.last = max(self.last, ticks / TICK)
+    return self.last
 
   def sched(self) -> tuple[float, float]:
     """(on-CPU seconds, run-queue wait seconds) of the threads of the processes found so far, from the kernel's

@@ -92,7 +92,7 @@ def resolve_agent(spec: str) -> AgentSpec:
 
 
 SOURCE_DIRS = ("agents", "bench", "envs")    # the project's code that a run executes (its referee, references, tasks)
-SKIP_DIRS = ("__pycache__", "node_modules")  # and any directory whose name starts with '.' (.git, .venv)
+SKIP_DIRS = ("__pycache__", "node_modules")  # in the project's code, and any directory whose name starts with '.' (.git, .venv)
 MAX_FILE_BYTES = 16 * 2**20                  # a file over this is listed with its size, not hashed
 MAX_TOTAL_BYTES = 256 * 2**20                # bytes hashed for one record, all files together
 MAX_FILES = 4096                             # files listed for one record
@@ -100,18 +100,22 @@ MAX_FILES = 4096                             # files listed for one record
 
 def hash_sources(entry_dir: str, project: str, skip: tuple[str, ...] = ()) -> dict[str, str]:
   """SHA-256 of the files a run's code came from, chosen by the referee (never named by the agent): every regular file
-  under the entry's own source directory, and the project's code (SOURCE_DIRS). Links are not followed (a link is listed
-  as where it points), nothing under `skip` (the results) is read, files are read in chunks, and the bytes per file and
-  in total are bounded (what is over a bound is listed with the reason, not read)."""
-  out, budget = {}, [MAX_TOTAL_BYTES]
-  roots = [entry_dir, *(os.path.join(project, d) for d in SOURCE_DIRS)]
+  under the entry's own source directory (all of it: what the agent can read, but its __pycache__ directories, which
+  its sandbox covers), and the project's code (SOURCE_DIRS). Links are not followed (a link is listed as where it
+  points), nothing under `skip` (the results) is read, files are read in chunks, and the files, directories and bytes
+  are bounded (what is over a bound is listed with the reason, not read)."""
+  out, budget, walked = {}, [MAX_TOTAL_BYTES], 0
+  entry = os.path.realpath(entry_dir)
   skip = tuple(os.path.realpath(p) for p in skip)
-  for top in dict.fromkeys(os.path.realpath(r) for r in roots):
-    for dirpath, dirnames, filenames in os.walk(top):    # os.walk follows no link to a directory
-      dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in SKIP_DIRS and os.path.join(dirpath, d) not in skip)
-      for name in sorted(filenames):
-        if len(out) >= MAX_FILES:
-          out["..."] = f"more than {MAX_FILES} files under {top}: the rest not listed"
+  for top in dict.fromkeys([entry, *(os.path.realpath(os.path.join(project, d)) for d in SOURCE_DIRS)]):
+    for dirpath, dirnames, filenames in os.walk(top):    # os.walk follows no link to a directory: listed below as one
+      walked += 1
+      keep = (lambda d: d != "__pycache__") if top == entry else (lambda d: not d.startswith(".") and d not in SKIP_DIRS)
+      dirnames[:] = sorted(d for d in dirnames if keep(d) and os.path.join(dirpath, d) not in skip)
+      links = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
+      for name in sorted(filenames + links):
+        if len(out) >= MAX_FILES or walked > MAX_FILES:
+          out["..."] = f"more than {MAX_FILES} files or directories under {top}: the rest not listed"
           return out
         path = os.path.join(dirpath, name)
         if path not in out: out[path] = _file_sha256(path, budget)

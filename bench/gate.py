@@ -222,9 +222,10 @@ def gate_runs(baseline, current, *, alpha: float = ALPHA, tolerance: float = TOL
 
 def _clean_majority(b, c):
   """(baseline, current, note): where some runs were contended but the clean runs are most of each side (and 2 or
-  more), the contended ones are left out, so that one run on a shared moment (or an agent that made its own run look
+  more), the contended solved ones are left out, so that one run on a shared moment (or an agent that made its own run look
   shared) cannot veto the verdict; else both sides as they are (and contended runs make a slowdown inconclusive)."""
-  def flags(f): return f["contended"].fillna(False).astype(bool) if "contended" in f else None
+  def flags(f):    # contended and solved: an unsolved run is never left out (an agent cannot drop its failures so)
+    return (f["contended"].fillna(False).astype(bool) & f["solved"].astype(bool)) if "contended" in f else None
   fb, fc = flags(b), flags(c)
   if fb is None or fc is None or not (fb.any() or fc.any()): return b, c, ""
   kb, kc = b[~fb], c[~fc]

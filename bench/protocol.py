@@ -44,8 +44,9 @@ DTYPES = frozenset(["bool", "int8", "int16", "int32", "int64", "uint8", "uint16"
 
 # what no string from the agent may hold: NUL and the other C0 controls but tab, DEL, the C1 controls (0x9b is a terminal's
 # CSI), lone surrogates (not UTF-8), and the bidirectional overrides that make a line read otherwise than it is stored
-UNSAFE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\ud800-\udfff\u202a-\u202e\u2066-\u2069]")
-UNSAFE_MULTILINE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\u202a-\u202e\u2066-\u2069]")   # newline allowed
+_FORMAT = "\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff"   # invisible and direction marks, line/paragraph separators
+UNSAFE = re.compile(f"[\x00-\x08\x0a-\x1f\x7f-\x9f\ud800-\udfff{_FORMAT}]")
+UNSAFE_MULTILINE = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff{_FORMAT}]")   # newline allowed
 MULTILINE = frozenset({"error.message", "error.traceback"})
 
 

@@ -24,7 +24,7 @@ from scipy import stats  # noqa: E402
 
 from bench.protocol import printable  # noqa: E402
 from bench.records import TamperedRecords, load_runs  # noqa: E402
-from bench.signing import BadSignature, load_public  # noqa: E402
+from bench.signing import BadSignature, key_id, load_public  # noqa: E402
 from bench.stats import ALPHA, compare_runs, performance_profile  # noqa: E402
 
 VERDICT_COLORS = {"faster": "tab:green", "no significant difference": "tab:gray", "slower": "tab:red",
@@ -271,7 +271,10 @@ def plot_performance_profile(profile: pd.DataFrame, baselines: dict[str, str], p
 
 # --------------------------------------------------------------------------------------------- report
 def _md(df: pd.DataFrame) -> str:
-  return df.to_markdown(index=False, disable_numparse=True) if len(df) else "_none_"
+  """A Markdown table; every text cell made printable and its '|' escaped (a record's text cannot add a column)."""
+  if not len(df): return "_none_"
+  cells = df.astype(object).map(lambda v: printable(v).replace("|", "\\|") if isinstance(v, str) else v)
+  return cells.to_markdown(index=False, disable_numparse=True)
 
 
 def _hardware(runs: pd.DataFrame) -> pd.DataFrame:
@@ -381,6 +384,11 @@ def main(argv: list[str] | None = None) -> int:
   if missing:
     print(f"no such file or directory: {', '.join(missing)}", file=sys.stderr)
     return 1
+  inside = [s for s in args.sources if args.public_key and os.path.realpath(args.public_key).startswith(os.path.realpath(s).rstrip("/") + "/")]
+  if inside:
+    print(f"refused: the public key {args.public_key} lies among the records it would vouch for ({inside[0]}): whoever "
+          "can rewrite them can replace it; give the referee's key from elsewhere", file=sys.stderr)
+    return 2
   try:
     key = load_public(args.public_key) if args.public_key else None
     runs = pd.concat([load_runs(s, key) for s in args.sources], ignore_index=True)
@@ -389,6 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     return 2
   if key is None: print("warning: signatures not checked (give --public-key): anyone holding these files could have written them",
                         file=sys.stderr)
+  else: print(f"every record signed with key {key_id(key)}")
   if runs.empty:
     print(f"no run records under {', '.join(args.sources)}", file=sys.stderr)
     return 1

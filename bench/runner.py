@@ -3,6 +3,7 @@ owns the clock, the budgets, the evaluation and the accounting of work done whil
 it returns a RunRecord whatever the agent does (PROTOCOL.md sections 3, 5, 6 and 12)."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import resource
 import secrets
@@ -55,6 +56,29 @@ class RefereeConfig:
   placement: dict = field(default_factory=dict)  # runs side by side (bench/parallel.py): slot, cores (pinned), workers; recorded
 
 
+def bytecode_dirs(top: str, limit: int = 1000) -> list[str]:
+  """The __pycache__ directories under an entry's directory: covered in its sandbox, so that Python compiles what it
+  imports from the sources a record hashes, never from a .pyc shipped beside them (a compiled file whose source check
+  is off runs whatever it holds)."""
+  found = []
+  for n, (dirpath, dirnames, _) in enumerate(os.walk(top)):
+    if n >= limit: break
+    found += [os.path.join(dirpath, d) for d in dirnames if d == "__pycache__"]
+    dirnames[:] = [d for d in dirnames if d != "__pycache__"]
+  return found
+
+
+def limits(config: RefereeConfig, uid: int | None, sandboxed: bool) -> None:
+  """In a forked child before exec (an agent's process, the kernel cache's rebuild): limits every process of it inherits."""
+  gb = config.memory_limit_gb
+  if gb and (config.device or "CPU").split(":")[0].upper() == "CPU":   # GPU drivers reserve huge address ranges
+    resource.setrlimit(resource.RLIMIT_AS, (int(gb * 2**30),) * 2)
+  resource.setrlimit(resource.RLIMIT_FSIZE, (4 * 2**30,) * 2)    # no file (its output included) over 4 GiB
+  resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+  if uid is not None: resource.setrlimit(resource.RLIMIT_NPROC, (config.max_processes,) * 2)   # counted on the agent's uid
+  if not sandboxed: die_with_parent(signal.SIGKILL)   # bwrap does it with --die-with-parent
+
+
 class RunFailed(Exception):
   def __init__(self, status: str, reason: str):
     super().__init__(reason)
@@ -74,13 +98,18 @@ class Child:
     if cache_db: env["CACHEDB"] = cache_db
     if self.sandbox.kind != "none": env["RLSPEEDRUN_SANDBOX"] = self.sandbox.kind
     owned = [os.path.dirname(cache_db), cache_db] if cache_db else []
-    self.sandbox.give(scratch, *[p for p in owned if os.path.exists(p)])
+    self.uid = self.sandbox.uid(config.placement.get("slot") or 0)
+    self.sandbox.give(scratch, *[p for p in owned if os.path.exists(p)], uid=self.uid)
+    fds = [theirs.fileno()]
     argv = self.sandbox.wrap([sys.executable, "-m", "bench.child", str(theirs.fileno())], scratch=scratch,
-                             readable=[ROOT, *readable], hidden=list(config.hidden_dirs), device=config.device)
+                             readable=[ROOT, *readable], hidden=list(config.hidden_dirs), device=config.device, uid=self.uid, pass_fds=fds)
     self.log = tempfile.TemporaryFile()
-    self.proc = subprocess.Popen(argv, pass_fds=[theirs.fileno()], env=env, cwd=scratch, stdin=subprocess.DEVNULL,
-                                 stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,  # Ctrl-C reaches the referee only
-                                 preexec_fn=self._limits)
+    try:
+      self.proc = subprocess.Popen(argv, pass_fds=fds, env=env, cwd=scratch, stdin=subprocess.DEVNULL,
+                                   stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,  # Ctrl-C reaches the referee only
+                                   preexec_fn=lambda: limits(config, self.uid, self.sandbox.kind != "none"))
+    finally:
+      for fd in fds[1:]: os.close(fd)     # the seccomp filter's pipe: bwrap has its own copy
     theirs.close()
     self.wire = P.Wire(ours, accept=P.REPLIES, max_in=P.MAX_REPLY_BYTES)
     self.cpu = TreeCPU(self.proc.pid)
@@ -93,7 +122,8 @@ class Child:
     cache = os.path.join(scratch, "kernel-cache", "cache.db")
     os.makedirs(os.path.dirname(cache))
     if cache_db and os.path.exists(cache_db): shutil.copyfile(cache_db, cache)
-    return cls(config, scratch, cache, readable=[os.path.dirname(agent.source)])
+    entry = os.path.dirname(agent.source)
+    return cls(dataclasses.replace(config, hidden_dirs=(*config.hidden_dirs, *bytecode_dirs(entry))), scratch, cache, readable=[entry])
 
   def load(self, task, agent: AgentSpec) -> P.Loaded:
     """Untimed start-up: libraries (and the agent's preloads), the tinygrad device, the task."""
@@ -101,16 +131,6 @@ class Child:
                              "start-up", P.Loaded)
     except TimeoutError:
       raise RunFailed("failed", f"hang: agent process did not start within {self.config.startup_timeout_s:g} s") from None
-
-  def _limits(self) -> None:
-    """In the forked child before exec: limits every process of the agent inherits."""
-    gb = self.config.memory_limit_gb
-    if gb and (self.config.device or "CPU").split(":")[0].upper() == "CPU":   # GPU drivers reserve huge address ranges
-      resource.setrlimit(resource.RLIMIT_AS, (int(gb * 2**30),) * 2)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (4 * 2**30,) * 2)    # no file (its output included) over 4 GiB
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    if self.sandbox.owner: resource.setrlimit(resource.RLIMIT_NPROC, (self.config.max_processes,) * 2)   # the agent's uid's
-    if self.sandbox.kind == "none": die_with_parent(signal.SIGKILL)   # bwrap does it with --die-with-parent
 
   def request(self, msg, timeout: float, what: str, expect: type):
     self.seq, self.idle = self.seq + 1, False
@@ -139,13 +159,14 @@ class Child:
   def _exit(self) -> str:
     try: code = self.proc.wait(timeout=5)
     except subprocess.TimeoutExpired: return "still running"
-    if code > 128 and self.sandbox.kind == "bwrap": code = 128 - code    # bwrap exits 128+N for a child killed by signal N
-    return f"killed by signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+    if 128 < code < 128 + signal.NSIG and self.sandbox.kind == "bwrap": code = 128 - code    # 128+N: killed by signal N
+    try: return f"killed by signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+    except ValueError: return f"killed by signal {-code}"
 
   def _log_tail(self, n: int = 2000) -> str:
     self.log.seek(0, os.SEEK_END)
     self.log.seek(max(self.log.tell() - n, 0))
-    tail = self.log.read().decode(errors="replace")
+    tail = P.printable(self.log.read().decode(errors="replace"), keep="\n")
     return f"; its output ended with:\n{tail}" if tail.strip() else ""
 
   def close(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import os
+import re
 import secrets
 import shutil
 import tempfile
@@ -20,10 +21,9 @@ import numpy as np
 from bench import protocol as P
 from bench.agent_api import AgentError, AgentSpec, check_actions
 from bench.clock import SESSION
-from bench.kernel_cache import CacheRejected, rebuild, verify
+from bench.kernel_cache import CacheRejected, rebuild, take, verify
 from bench.records import RecordWriter, RunRecord
 from bench.runner import Child, RefereeConfig, RunFailed, run_one
-from bench.sandbox import probe
 
 OBS_SEED = 1_000_003      # start states for checking act() in the warm-up (not an evaluation seed)
 SLOW_ACT_WARNING_S = 0.02  # an act() call slower than this after the warm-up's training gets a warning
@@ -31,8 +31,10 @@ SLOW_ACT_WARNING_S = 0.02  # an act() call slower than this after the warm-up's 
 
 class Suite:
   def __init__(self, agent: AgentSpec, task, config: RefereeConfig, writer: RecordWriter | None = None,
-               on_record: Callable[[RunRecord], None] | None = None, on_warning: Callable[[str], None] | None = None):
+               on_record: Callable[[RunRecord], None] | None = None, on_warning: Callable[[str], None] | None = None,
+               archive_dir: str | None = None):
     self.agent, self.task, self.config, self.writer, self.on_record = agent, task, config, writer, on_record
+    self.archive_dir = archive_dir     # where the rebuilt kernel cache is kept for review (the session's directory)
     self.on_warning = on_warning or (lambda line: None)
     self.workdir = tempfile.mkdtemp(prefix="rlspeedrun-")
     # the referee's own heap (pytest, pandas, the records so far) left out of the garbage collector's scans from now
@@ -54,7 +56,6 @@ class Suite:
     try:
       obs_batches = {n: _sample_observations(self.task, n) for n in (self.task.eval_episodes, self.task.confirm_episodes)}
       child = Child.for_agent(self.config, self.agent, scratch)
-      cache = child.cache_db
       t_load = time.perf_counter()
       child.load(self.task, self.agent)
       t0, cpu0, steps_done = time.perf_counter(), child.cpu.scan(), 0     # steps_done: the last count it reported
@@ -62,7 +63,8 @@ class Suite:
       def request(msg, what: str, expect: type):
         """A request under the warm-up's cap (its agent code's wall time, all requests together)."""
         left = cap - (time.perf_counter() - t0)
-        try: return child.request(msg, max(min(left, self.config.hang_timeout_s), 0.0), what, expect)
+        if left <= 0: raise AgentError(f"its warm-up ran over its cap of {cap:g} s (before {what})")
+        try: return child.request(msg, min(left, self.config.hang_timeout_s), what, expect)
         except TimeoutError:
           if left <= self.config.hang_timeout_s: raise AgentError(f"its warm-up ran over its cap of {cap:g} s (during {what})") from None
           raise
@@ -85,16 +87,19 @@ class Suite:
                            "cpu_s": round(child.cpu.scan() - cpu0, 4), "env_steps": steps_done, "cap_s": cap}
       child.close()
       child = None
-      verify(cache)
-      self.cache_rebuilt = rebuild(cache, self.warm_cache, sandbox=probe(self.config.sandbox), device=self.config.device, workdir=self.workdir)
+      taken = take(scratch, os.path.join(self.workdir, "warm-up-cache.db"))    # out of the agent's directory, no link followed
+      verify(taken or "")
+      self.cache_rebuilt = rebuild(taken, self.warm_cache, self.config, self.workdir)
+      if self.archive_dir and os.path.exists(self.warm_cache):    # for review: the keys that reached the timed runs
+        shutil.copyfile(self.warm_cache, os.path.join(self.archive_dir, f"kernel-cache-{_slug(self.agent.name)}-{_slug(self.task.name)}.db"))
     except RunFailed as e:
-      raise AgentError(f"{self.agent.name} on {self.task.name} failed its warm-up: {e.reason}") from None
+      raise AgentError(f"{self.agent.name} on {self.task.name} failed its warm-up: {P.printable(e.reason, keep=chr(10))}") from None
     except TimeoutError as e:
       raise AgentError(f"{self.agent.name} on {self.task.name}: no reply from {e} within {self.config.hang_timeout_s:g} s during warm-up") from None
     except CacheRejected as e:
       raise AgentError(f"{self.agent.name} on {self.task.name}: its warm-up's kernel cache was refused: {e}") from None
     except AgentError as e:
-      raise AgentError(f"{self.agent.name} on {self.task.name}: {e}") from None
+      raise AgentError(f"{self.agent.name} on {self.task.name}: {P.printable(str(e), keep=chr(10))}") from None
     finally:
       if child is not None: child.close()
       shutil.rmtree(scratch, ignore_errors=True)
@@ -137,6 +142,10 @@ class Suite:
 
   def close(self) -> None:
     shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _slug(name: str) -> str:
+  return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:80]
 
 
 def _sample_observations(task, n: int) -> np.ndarray:

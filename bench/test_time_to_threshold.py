@@ -16,7 +16,8 @@ from bench.suite import Suite
 
 def test_time_to_threshold(benchmark, bench_session, agent_spec, task):
   suite = Suite(agent_spec, task, bench_session.referee, bench_session.writer,
-                on_record=lambda rec: bench_session.progress(rec, task), on_warning=bench_session.write_line)
+                on_record=lambda rec: bench_session.progress(rec, task), on_warning=bench_session.write_line,
+                archive_dir=bench_session.dir)
   gate = None
   try:
     failed = None

@@ -324,6 +324,7 @@ class RootInTheSandbox(Scripted):
       except OSError: pass
     attempts("as it starts")
     if libc.unshare(0x10000000 | 0x00020000) == 0:     # CLONE_NEWUSER | CLONE_NEWNS: every capability, in a namespace of its own
+      found.append("makes a user namespace of its own (the kernel's namespaced code within its reach)")
       attempts("in a user namespace of its own")
     if found: raise Escaped("; ".join(found))
 

@@ -214,3 +214,16 @@ def test_the_referees_own_cpu_is_not_another_process():
   while time.process_time() < end: pass      # the referee's own work during the request
   c.leave(Idle())
   assert c.others_s < 0.15, c.others_s
+
+
+def test_an_unsolved_contended_run_is_never_left_out(tmp_path):
+  """An agent that makes its failing runs look contended must not have them dropped: only solved ones are left out."""
+  from bench.gate import _clean_majority
+  from bench.records import load_runs
+  from tests.synthetic import runs_of, write
+  recs = runs_of("ppo", list(POOL[:8]) + [None, None])       # two unsolved
+  for i, r in enumerate(recs): r.contended = i in (0, 8, 9)
+  c = load_runs(write(str(tmp_path / "c" / "runs.jsonl"), recs))
+  b = load_runs(write(str(tmp_path / "b" / "runs.jsonl"), runs_of("ppo", list(POOL[10:20]))))
+  _, kept, note = _clean_majority(b, c)
+  assert len(kept) == 9 and (~kept["solved"]).sum() == 2 and "1 contended current" in note

@@ -454,6 +454,100 @@ def test_a_rewritten_file_with_a_recomputed_chain_is_refused_by_its_signatures(t
     assert "refused" in capsys.readouterr().err
   path.write_text(genuine.replace('"seed": 1', '"seed": 3'))                # one field of a signed line altered
   with pytest.raises(BadSignature, match="altered"): load_runs(str(path), load_public(pub))
+  path.write_text(genuine)
+  inner = tmp_path / "key-beside.pub"                      # a key among the records it would vouch for is refused
+  inner.write_text(open(pub).read())
+  assert report_main([str(tmp_path), "--out", str(tmp_path / "r2"), "--public-key", str(inner)]) == 2
+  assert "lies among the records" in capsys.readouterr().err
   assert signer.key_id == Signer.from_file(str(key)).key_id
   os.chmod(key, 0o644)
   with pytest.raises(ValueError, match="can be read by others"): Signer.from_file(str(key))
+
+
+# --- issue 25, a second look (a hostile read of the change) ---
+def test_a_pyc_shipped_beside_the_entry_is_not_what_runs(tmp_path):
+  """A compiled file whose source check is off (unchecked-hash .pyc) in the entry's __pycache__ would run instead of the
+  source the record hashes: the sandbox covers the entry's __pycache__ directories."""
+  import py_compile
+  entry = tmp_path / "entry"
+  entry.mkdir()
+  (entry / "agent.py").write_text("from tests.fake_agents import Scripted as Agent  # noqa: F401\n")
+  other = tmp_path / "other.py"
+  other.write_text("from tests.hostile_agents import Escaped\nraise Escaped('ran the shipped .pyc, not the source')\n")
+  py_compile.compile(str(other), cfile=str(entry / "__pycache__" / f"agent.{sys.implementation.cache_tag}.pyc"),
+                     invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+  rec = run_one(resolve_agent(f"{entry / 'agent.py'}:Agent"), TASK, 0, CONFIG)
+  assert rec.solved, rec.failure_reason
+  unsandboxed = run_one(resolve_agent(f"{entry / 'agent.py'}:Agent"), TASK, 0, dataclasses.replace(CONFIG, sandbox="none"))
+  assert unsandboxed.status == "failed" and "ran the shipped .pyc" in unsandboxed.failure_reason   # the attack is real
+
+
+def test_an_entry_whose_directory_holds_tmp_is_refused_with_the_reason():
+  path = os.path.join(os.path.realpath("/tmp"), f"rlspeedrun-entry-{os.getpid()}.py")
+  with open(path, "w") as f: f.write("from tests.fake_agents import Scripted as Agent  # noqa: F401\n")
+  try: rec = run_one(resolve_agent(f"{path}:Agent"), TASK, 0, CONFIG)
+  finally: os.remove(path)
+  assert rec.status == "failed" and "put the entry in a directory of its own" in rec.failure_reason, rec.failure_reason
+
+
+def test_the_warm_up_cache_is_taken_following_no_link(tmp_path):
+  from bench.kernel_cache import CacheRejected, take
+  scratch = tmp_path / "scratch"
+  scratch.mkdir()
+  elsewhere = tmp_path / "elsewhere"
+  elsewhere.mkdir()
+  (elsewhere / "cache.db").write_bytes(b"a host file")
+  (scratch / "kernel-cache").symlink_to(elsewhere)
+  with pytest.raises(CacheRejected, match="a link"): take(str(scratch), str(tmp_path / "taken.db"))
+  (scratch / "kernel-cache").unlink()
+  (scratch / "kernel-cache").mkdir()
+  (scratch / "kernel-cache" / "cache.db").symlink_to(elsewhere / "cache.db")
+  with pytest.raises(CacheRejected, match="a link"): take(str(scratch), str(tmp_path / "taken.db"))
+  (scratch / "kernel-cache" / "cache.db").unlink()
+  assert take(str(scratch), str(tmp_path / "taken.db")) is None
+
+
+def test_the_rebuild_keeps_compiled_keys_only(tmp_path):
+  """BEAM's rows (free-form keys and values) and other compilers' tables are dropped; the compile table's values are
+  what tinygrad compiles from their keys, whatever the warm-up stored."""
+  import pickle
+  import sqlite3
+
+  from tinygrad import Device
+  from tinygrad.helpers import VERSION
+
+  from bench.kernel_cache import rebuild
+  table = f"{Device['CPU'].compiler.cachekey}_{VERSION}"
+  src = tmp_path / "warm-up.db"
+  con = sqlite3.connect(src)
+  con.execute(f"CREATE TABLE '{table}' (key text, val blob, PRIMARY KEY (key))")
+  con.execute(f"INSERT INTO '{table}' VALUES ('void k(float* a) {{ a[0] = 1.0f; }}', ?)", (pickle.dumps(b"WEIGHTS"),))
+  con.execute(f"CREATE TABLE 'beam_search_{VERSION}' (ast text, val blob, PRIMARY KEY (ast))")
+  con.execute(f"INSERT INTO 'beam_search_{VERSION}' VALUES ('weights as a key', ?)", (pickle.dumps([1.0, 2.0]),))
+  con.commit(); con.close()
+  work = tmp_path / "work"
+  work.mkdir()
+  out = rebuild(str(src), str(tmp_path / "rebuilt.db"), CONFIG, str(work))
+  assert out["compiled"] == 1 and out["dropped"] == 1 and len(out["sha256"]) == 64, out
+  con = sqlite3.connect(tmp_path / "rebuilt.db")
+  assert [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")] == [table]
+  (val,) = con.execute(f"SELECT val FROM '{table}'").fetchone()
+  assert b"WEIGHTS" not in pickle.loads(val) and len(pickle.loads(val)) > 100      # a compiled object, not what was stored
+
+
+def test_cpu_accounting_never_goes_back():
+  """A child of a process that ignores SIGCHLD is reaped by no one: its time leaves the tree's sum when it exits, which
+  made a later difference negative (an allowance for work between act() calls). read() never goes below itself."""
+  from bench.accounting import TreeCPU
+  code = ("import os, signal, time\nsignal.signal(signal.SIGCHLD, signal.SIG_IGN)\n"
+          "if os.fork() == 0:\n  end = time.process_time() + 0.6\n  while time.process_time() < end: pass\n  os._exit(0)\n"
+          "time.sleep(3)\n")
+  p = subprocess.Popen([sys.executable, "-c", code])
+  try:
+    tree = TreeCPU(p.pid)
+    time.sleep(0.3)
+    seen = tree.scan()
+    time.sleep(1.5)                      # the grandchild has burnt its time and gone, reaped by no one
+    assert tree.read() >= seen and tree.scan() >= seen
+  finally:
+    p.kill(); p.wait()

@@ -173,3 +173,18 @@ def test_far_fewer_steps_than_any_reference_run_is_flagged_for_review():
   runs = frame([asdict(r) for r in entry + runs_of("ppo", lognormal_times(8.0, 10, 2))])
   comps, warns = compare_runs(runs)
   assert "review: 2 solved run(s) with fewer than 1/4" in comps["notes"][0] and "seeds 0, 1" in comps["notes"][0]
+
+
+def test_printable_escapes_invisible_and_line_breaking_characters():
+  from bench.protocol import printable
+  for ch in ("\u2028", "\u2029", "\u200e", "\u200f", "\u061c", "\ufeff", "\u2066", "\x1b", "\x9b"):
+    assert ch not in printable(f"a{ch}b") and printable(f"a{ch}b").isprintable()
+  assert printable("tab\tand | stay") == "tab\tand | stay"
+
+
+def test_a_record_cannot_add_a_column_to_the_reports_tables():
+  import pandas as pd
+
+  from bench.report import _md
+  table = _md(pd.DataFrame({"agent": ["x"], "why": ["a | b | solved\u2028"]}))
+  assert table.splitlines()[2].count(" | ") == 1 and "\\|" in table
