@@ -136,13 +136,15 @@ class Sandbox:
 def seccomp_filter() -> bytes | None:
   """A seccomp program (classic BPF, x86-64) that refuses to make a user namespace: unshare() and clone() with
   CLONE_NEWUSER fail with EPERM, clone3() (whose flags are out of reach in memory) with ENOSYS, on which glibc falls
-  back to clone(). A user namespace of its own would hand the agent every capability over new namespaces, and with
-  them kernel code (nf_tables, ...) with a long record of privilege escalations. None on other machines."""
+  back to clone(); calls through the i386 and x32 ABIs (other numbers for the same calls) fail with ENOSYS. A user
+  namespace of its own would hand the agent every capability over new namespaces, and with them kernel code
+  (nf_tables, ...) with a long record of privilege escalations. None on other machines."""
   if platform.machine() != "x86_64": return None
-  ld, jeq, jset, ret = 0x20, 0x15, 0x45, 0x06
+  ld, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06
   allow, eperm, enosys = 0x7FFF0000, 0x00050001, 0x00050026
-  prog = [(ld, 0, 0, 4), (jeq, 0, 4, 0xC000003E),            # arch: not x86-64 -> allow
-          (ld, 0, 0, 0), (jeq, 7, 0, 435), (jeq, 2, 0, 272), (jeq, 1, 0, 56),   # nr: clone3 -> ENOSYS; unshare, clone -> flags
+  prog = [(ld, 0, 0, 4), (jeq, 0, 10, 0xC000003E),           # arch: i386 (int 0x80) -> ENOSYS, every call
+          (ld, 0, 0, 0), (jge, 8, 0, 0x40000000),            # nr: the x32 ABI's numbers -> ENOSYS, every call
+          (jeq, 7, 0, 435), (jeq, 2, 0, 272), (jeq, 1, 0, 56),   # clone3 -> ENOSYS; unshare, clone -> their flags
           (ret, 0, 0, allow),
           (ld, 0, 0, 16), (jset, 1, 0, 0x10000000),          # args[0] & CLONE_NEWUSER -> EPERM
           (ret, 0, 0, allow), (ret, 0, 0, eperm), (ret, 0, 0, enosys)]

@@ -159,8 +159,9 @@ class BenchSession:
     if self.baseline is not None: self._gate_summary(tr)
     tr.write_line(f"run records: {self.writer.path} ({self.writer.count} records; last line sha256 {self.writer.head})")
     pem = "".join(public_pem(self.signer.public).splitlines()[1:-1])
-    tr.write_line(f"signed with: key {self.signer.key_id} ({self.signer.source}); public key {pem} "
-                  f"(check: python -m bench.report --public-key {os.path.join(self.dir, 'signing-key.pub')} {self.dir})")
+    tr.write_line(f"signed with: key {self.signer.key_id} ({self.signer.source}); public key {pem} (check: keep this line, "
+                  "write the key where the records are not, as -----BEGIN PUBLIC KEY-----, the key, -----END PUBLIC KEY-----, "
+                  f"then python -m bench.report --public-key THAT_FILE {self.dir})")
     tr.write_line(f"report:      {report} (+ PNGs beside it)")
     timer = str(getattr(self.config.option, "benchmark_timer", DEFAULT_TIMER))
     if DEFAULT_TIMER not in timer:

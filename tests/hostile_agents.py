@@ -323,6 +323,7 @@ class RootInTheSandbox(Scripted):
       try: os.setuid(0); found.append(f"takes uid 0 ({where})")
       except OSError: pass
     attempts("as it starts")
+    if libc.syscall(0x40000000 + 272, 0x10000000) == 0: found.append("makes a user namespace through the x32 ABI")
     if libc.unshare(0x10000000 | 0x00020000) == 0:     # CLONE_NEWUSER | CLONE_NEWNS: every capability, in a namespace of its own
       found.append("makes a user namespace of its own (the kernel's namespaced code within its reach)")
       attempts("in a user namespace of its own")
