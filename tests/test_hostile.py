@@ -218,14 +218,19 @@ def test_the_agents_import_is_on_the_clock():
   assert rec.breakdown["import_s"] >= 1.4 and rec.time_to_threshold_s >= 1.4   # measured by the referee, not the agent
 
 
-@needs_bwrap
-def test_warm_up_leaves_nothing_but_a_verified_cache(tmp_path):
-  suite = Suite(hostile("SmugglesFiles"), TASK, CONFIG)
+def warmed_run(name: str):
+  """A hostile agent's warm-up, then its timed run of seed 0: (its suite, closed; the record)."""
+  suite = Suite(hostile(name), TASK, CONFIG)
   try:
     suite.warm_up()
-    rec = suite.run(0)
+    return suite, suite.run(0)
   finally:
     suite.close()
+
+
+@needs_bwrap
+def test_warm_up_leaves_nothing_but_a_verified_cache(tmp_path):
+  _, rec = warmed_run("SmugglesFiles")
   assert rec.solved, rec.failure_reason        # SmugglesFiles raises Escaped when it finds its warm-up's files
 
 
@@ -243,12 +248,7 @@ def test_warm_up_cache_with_foreign_content_is_refused(name, words):
 def test_a_value_the_warm_up_stored_in_a_compile_table_does_not_reach_a_timed_run():
   """The referee rebuilds the timed runs' cache from the warm-up's keys (bench/kernel_cache.py rebuild): every value is
   what tinygrad's compiler gives for its key, so the weights stored as a 'compiled kernel' are gone."""
-  suite = Suite(hostile("StoresWeightsInTheCache"), TASK, CONFIG)
-  try:
-    suite.warm_up()
-    rec = suite.run(0)
-  finally:
-    suite.close()
+  suite, rec = warmed_run("StoresWeightsInTheCache")
   assert suite.cache_rebuilt["compiled"] >= 1, suite.cache_rebuilt
   assert rec.solved, rec.failure_reason        # StoresWeightsInTheCache raises Escaped when it finds its weights
   assert rec.warm_up["wall_s"] > 0 and rec.warm_up["cpu_s"] > 0 and rec.warm_up["env_steps"] > 0 and rec.warm_up["cache"]["compiled"] >= 1
