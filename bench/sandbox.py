@@ -81,13 +81,14 @@ class Sandbox:
     os.chmod(scratch, 0o711)
 
   def wrap(self, argv: list[str], *, scratch: str, readable: list[str], hidden: list[str], device: str | None,
-           uid: int | None = None, pass_fds: list[int] | None = None) -> list[str]:
+           pass_fds: list[int], uid: int | None = None) -> list[str]:
     """argv run inside the sandbox (unchanged where there is none), as `uid` (Sandbox.uid) where the referee is root.
     `readable`: what the run needs (the project, the entry's directory); a path the agent's uid cannot read, or one
     that holds the machine's temporary directory or HOME (an entry at /tmp/x.py), is refused with the reason.
     `pass_fds`: the caller's list of descriptors for Popen, to which the seccomp filter's is added (the caller closes it
     after the start)."""
     if self.kind == "none": return argv
+    if self.setpriv and uid is None: uid = self.uid()
     real = os.path.realpath
     under = lambda p, r: p == r or p.startswith(r.rstrip("/") + "/")  # noqa: E731
     scratch = real(scratch)
@@ -123,7 +124,7 @@ class Sandbox:
     for h in sorted({real(h) for h in hidden if os.path.isdir(h)}):
       if any(under(h, b) for b in binds): args += ["--tmpfs", h, "--remount-ro", h]
     args += ["--bind", scratch, scratch, "--chdir", scratch, "--remount-ro", "/"]
-    if (prog := seccomp_filter()) is not None and pass_fds is not None:
+    if (prog := seccomp_filter()) is not None:
       r, w = os.pipe()
       os.write(w, prog)
       os.close(w)

@@ -153,7 +153,7 @@ def test_probe_says_why_there_is_no_sandbox(monkeypatch):
     assert probe("none").label == "none: switched off (--sandbox none)"
   finally:
     probe.cache_clear()
-  assert Sandbox("none", "x").wrap(["python"], scratch="/tmp", readable=[], hidden=[], device=None) == ["python"]
+  assert Sandbox("none", "x").wrap(["python"], scratch="/tmp", readable=[], hidden=[], device=None, pass_fds=[]) == ["python"]
 
 
 def test_no_verdict_for_an_entry_that_ran_without_a_sandbox():
