@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from functools import cache
 
 MODES = ("bwrap", "none")
+PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # bound for every run (bench.runner.ROOT)
 UID = 61000        # the agent's uid and gid under a referee run as root: one no account of the machine uses
 NAMESPACES = ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
 BASE = ["--die-with-parent", "--new-session", "--cap-drop", "ALL"]
@@ -93,14 +94,16 @@ class Sandbox:
     under = lambda p, r: p == r or p.startswith(r.rstrip("/") + "/")  # noqa: E731
     scratch = real(scratch)
     private = [real(tempfile.gettempdir()), real(os.path.expanduser("~"))]
+    covered = []      # a TMPDIR or HOME inside the project: an empty directory over it (the run's scratch may lie below)
     for p in {real(p) for p in readable if os.path.exists(p)}:
-      if any(under(x, p) for x in private):
-        raise SandboxError(f"{p} holds {', '.join(x for x in private if under(x, p))}: put the entry in a directory of its own")
+      held = [x for x in private if under(x, p)]
+      if held and p == real(PROJECT): covered += held
+      elif held: raise SandboxError(f"{p} holds {', '.join(held)}: put the entry in a directory of its own")
       if uid is not None and os.stat(p).st_mode & 0o005 != 0o005:     # bound, but closed to the agent's uid
         raise SandboxError(f"the agent's uid {uid} cannot read {p} (mode {os.stat(p).st_mode & 0o777:o}): chmod o+rx it, "
                            "or put the entry where others can read it")
     # the interpreter's paths (sys.path) are bound where the agent's uid can read them and they hold nothing private
-    python = [p for p in map(real, python_paths()) if os.path.exists(p) and not any(under(x, p) for x in private)
+    python = [p for p in map(real, python_paths()) if os.path.exists(p) and (p == real(PROJECT) or not any(under(x, p) for x in private))
               and (uid is None or os.stat(p).st_mode & 0o005 == 0o005)]
     # the read-only binds: none under another (bound with it), none of the system's, which come whole
     paths = sorted({real(p) for p in readable if os.path.exists(p)} | set(python))
@@ -123,6 +126,7 @@ class Sandbox:
     for p in binds: args += ["--ro-bind", p, p]
     for h in sorted({real(h) for h in hidden if os.path.isdir(h)}):
       if any(under(h, b) for b in binds): args += ["--tmpfs", h, "--remount-ro", h]
+    for h in covered: args += ["--tmpfs", h]
     args += ["--bind", scratch, scratch, "--chdir", scratch, "--remount-ro", "/"]
     if (prog := seccomp_filter()) is not None:
       r, w = os.pipe()

@@ -551,3 +551,19 @@ def test_cpu_accounting_never_goes_back():
     assert tree.read() >= seen and tree.scan() >= seen
   finally:
     p.kill(); p.wait()
+
+
+def test_a_tmpdir_inside_the_project_is_covered_not_refused(monkeypatch):
+  """The rule that refuses a directory holding the machine's TMPDIR (an entry at /tmp/x.py) does not refuse the project
+  when TMPDIR lies inside it (a CI's choice): that directory is covered by an empty one, and the run's scratch below it."""
+  import shutil
+  import tempfile
+  inner = os.path.join(os.path.dirname(HERE), f".tmp-test-{os.getpid()}")
+  os.makedirs(inner)
+  os.chmod(inner, 0o1777)
+  try:
+    monkeypatch.setattr(tempfile, "tempdir", inner)
+    rec = run_one(fake("Scripted"), TASK, 0, CONFIG)
+  finally:
+    shutil.rmtree(inner, ignore_errors=True)
+  assert rec.solved, rec.failure_reason
