@@ -227,8 +227,7 @@ def printable(s: str, keep: str = "") -> str:
   referee does to any text of the agent's it prints or writes (a failure reason, a log tail), besides the wire's check.
   `keep`: newline, where a text has lines (the referee's own line breaks)."""
   pattern = UNSAFE_MULTILINE if keep == "\n" else UNSAFE
-  return pattern.sub(lambda m: m.group().encode("unicode_escape", "backslashreplace").decode("ascii")
-                     if ord(m.group()) < 0x10000 else repr(m.group())[1:-1], str(s))
+  return pattern.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(s))   # all BMP: \xNN, \uNNNN
 
 
 class Wire:

@@ -44,7 +44,7 @@ class Suite:
     self.warm_cache = os.path.join(self.workdir, "verified-cache.db")   # the referee's; never inside a sandbox
     self.records: list[RunRecord] = []
     self.warm_up_info: dict = {}     # the warm-up's wall and CPU time and env steps: in every record of the pair
-    self.cache_rebuilt: dict = {}    # what the rebuild of its kernel cache compiled, copied and dropped
+    self.cache_rebuilt: dict = {}    # what the rebuild of its kernel cache compiled and dropped, its keys' bytes, its SHA-256
 
   def warm_up(self) -> None:
     """Untimed: load, construct (with a secret seed), act, train a few updates, act again, in a scratch
@@ -88,7 +88,7 @@ class Suite:
       child.close()
       child = None
       taken = take(scratch, os.path.join(self.workdir, "warm-up-cache.db"))    # out of the agent's directory, no link followed
-      verify(taken or "")
+      if taken: verify(taken)
       self.cache_rebuilt = rebuild(taken, self.warm_cache, self.config, self.workdir)
       if self.archive_dir and os.path.exists(self.warm_cache):    # for review: the keys that reached the timed runs
         shutil.copyfile(self.warm_cache, os.path.join(self.archive_dir, f"kernel-cache-{_slug(self.agent.name)}-{_slug(self.task.name)}.db"))
