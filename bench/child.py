@@ -2,12 +2,19 @@
 the referee's requests over a socket, in the message types of bench/protocol.py (no pickle). It has no
 clock the referee trusts and no evaluation seeds, and everything it replies is checked as untrusted.
 
-Before every reply to a timed request (import, construction, train) it synchronises the tinygrad device,
-so that queued device work is finished inside the clock and cannot spill into an evaluation.
+Before every reply it synchronises the tinygrad device, so that queued device work is finished inside the request
+(the referee freezes the process between requests: PROTOCOL.md section 12).
+
+The same program serves as an evaluator (PROTOCOL.md section 3): a process of its own that builds the agent, then
+for each evaluation takes the training process's snapshot (`Restore`) and answers act(). A snapshot is every
+tinygrad Tensor reachable from the agent (tinygrad's get_state_dict) plus what the agent's optional `snapshot()`
+returns (arrays its act() needs besides: an observation normaliser's statistics); a restore assigns each Tensor the
+evaluator's agent has under the same name and shape, and hands the rest to the agent's optional `restore()`.
 """
 from __future__ import annotations
 
 import importlib
+import io
 import math
 import os
 import socket
@@ -85,6 +92,63 @@ def _sync() -> None:
   DEVICE.synchronize()
 
 
+def tensors(agent) -> dict:
+  """{name: Tensor} of every tinygrad Tensor reachable from the agent's attributes (lists, dicts and objects within)."""
+  from tinygrad import Tensor
+  from tinygrad.nn.state import get_state_dict
+  try: found = get_state_dict(agent)
+  except RecursionError: found = {}
+  return {k: v for k, v in found.items() if isinstance(v, Tensor)}
+
+
+def snapshot(agent) -> dict:
+  """{"t/<name>": array} of the agent's Tensors and {"x/<name>": array} of its optional snapshot()."""
+  import numpy as np
+
+  from bench.agent_api import AgentError
+  out = {f"t/{k}": v.numpy() for k, v in tensors(agent).items()}
+  if hasattr(agent, "snapshot"):
+    extra = agent.snapshot()
+    if not isinstance(extra, dict) or not all(isinstance(k, str) and isinstance(v, np.ndarray) for k, v in extra.items()):
+      raise AgentError("snapshot() must return a dict of str -> numpy array (PROTOCOL.md section 3)")
+    out.update({f"x/{k}": v for k, v in extra.items()})
+  return out
+
+
+def restore(agent, state: dict) -> None:
+  """Each Tensor of the agent that the snapshot holds under its name (and shape) takes the snapshot's values in place
+  (assign: a jitted act() reads the same buffers); the rest goes to the agent's restore(). A Tensor only one side has
+  (a jitted function's cache, built on its own calls) is left alone."""
+  from tinygrad import Tensor
+
+  from bench.agent_api import AgentError
+  for k, t in tensors(agent).items():
+    a = state.get(f"t/{k}")
+    if a is None or tuple(a.shape) != tuple(t.shape): continue
+    t.assign(Tensor(a, device=t.device, dtype=t.dtype)).realize()
+  extra = {k[2:]: v for k, v in state.items() if k.startswith("x/")}
+  if extra:
+    if not hasattr(agent, "restore"): raise AgentError("the agent's snapshot() has no restore() to take it back (PROTOCOL.md section 3)")
+    agent.restore(extra)
+
+
+def pack(arrays: dict):
+  """An .npz archive (numbers only: np.load refuses pickles) as a uint8 array."""
+  import numpy as np
+
+  from bench.agent_api import AgentError
+  for k, v in arrays.items():
+    if v.dtype.name not in P.DTYPES: raise AgentError(f"the snapshot's {k!r} has dtype {v.dtype}: numbers only")
+  buf = io.BytesIO()
+  np.savez(buf, **{k: np.require(v, requirements="C") for k, v in arrays.items()})   # 0-d stays 0-d
+  return np.frombuffer(buf.getvalue(), dtype=np.uint8)
+
+
+def unpack(blob) -> dict:
+  import numpy as np
+  with np.load(io.BytesIO(blob.tobytes()), allow_pickle=False) as z: return {k: z[k] for k in z.files}
+
+
 def serve(wire: P.Wire) -> None:
   import numpy as np
 
@@ -132,6 +196,14 @@ def serve(wire: P.Wire) -> None:
           steps = STEPS.count if STEPS.count > 0 else agent_steps
           if steps >= msg.until_steps or time.perf_counter() - t0 >= msg.max_s: reply = trained(False)
         _sync()
+      elif isinstance(msg, P.Snapshot):
+        state = snapshot(agent)
+        reply = P.State(blob=pack(state), arrays=len(state))
+        _sync()
+      elif isinstance(msg, P.Restore):
+        restore(agent, unpack(msg.blob))
+        _sync()
+        reply = P.Ok()
       elif isinstance(msg, P.Act):
         a = agent.act(msg.obs)
         if not isinstance(a, np.ndarray):
@@ -139,6 +211,7 @@ def serve(wire: P.Wire) -> None:
                            "return np.asarray(actions) with the action space's dtype")
         if a.dtype.name not in P.DTYPES: raise AgentError(f"act() returned an array of dtype {a.dtype}: return numbers")
         reply = P.Actions(actions=a)
+        _sync()
       elif isinstance(msg, P.Close):
         return
       wire.send(reply, seq)

@@ -16,8 +16,14 @@ Referee -> agent (requests)                         agent -> referee (replies)
   Import(target)                timed                 Ok()
   Construct(seed)               timed                 Ok()
   Train(until_steps, max_s)     timed                 Trained(finished, agent_steps, counted_steps, profile)
-  Act(obs)                      untimed, capped       Actions(actions)
+  Snapshot()                    timed                 State(blob, arrays)
+  Restore(blob)                 (an evaluator) untimed Ok()
+  Act(obs)                      (an evaluator) untimed, capped   Actions(actions)
   Close()                       -                     (none: the process exits)
+
+The training process gets Load, Import, Construct, Train and Snapshot; an evaluator (a process of its own, PROTOCOL.md
+section 3) gets Load, Import, Construct, then Restore and Act for each evaluation. A State reply may be up to
+MAX_STATE_BYTES (the referee reads it with that limit); every other reply up to MAX_REPLY_BYTES.
   any request                                         Error(phase, kind, message, traceback)
 """
 from __future__ import annotations
@@ -35,7 +41,8 @@ from typing import ClassVar
 
 import numpy as np
 
-MAX_REPLY_BYTES = 1 << 20          # the largest reply the referee reads (a batch of actions is far smaller)
+MAX_REPLY_BYTES = 1 << 20          # the largest reply the referee reads (a batch of actions is far smaller) ...
+MAX_STATE_BYTES = 256 << 20        # ... but a State (the policy's weights, for the evaluator)
 MAX_TEXT = 16_000                  # characters of any one string field (a traceback is cut to fit)
 MAX_LIST = 4096                    # items of a list or dict field
 DTYPES = frozenset(["bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
@@ -78,6 +85,15 @@ class Train:
   max_s: float                # ... or this many seconds passed in the agent's process
 
 @dataclass(frozen=True)
+class Snapshot:
+  verb: ClassVar[str] = "snapshot"
+
+@dataclass(frozen=True)
+class Restore:
+  verb: ClassVar[str] = "restore"
+  blob: np.ndarray            # a State's blob, as the training process sent it
+
+@dataclass(frozen=True)
 class Act:
   verb: ClassVar[str] = "act"
   obs: np.ndarray
@@ -108,6 +124,12 @@ class Trained:
   profile: dict[str, float]   # the agent's optional `profile`, empty when it has none
 
 @dataclass(frozen=True)
+class State:
+  verb: ClassVar[str] = "state"
+  blob: np.ndarray            # uint8: an .npz archive (no pickle) of the policy's arrays (bench/child.py pack)
+  arrays: int                 # how many arrays it holds (0: nothing to evaluate from; the run is evaluated in place)
+
+@dataclass(frozen=True)
 class Actions:
   verb: ClassVar[str] = "actions"
   actions: np.ndarray
@@ -121,8 +143,8 @@ class Error:
   traceback: str
 
 
-REQUESTS = {m.verb: m for m in (Load, Import, Construct, Train, Act, Close)}
-REPLIES = {m.verb: m for m in (Loaded, Ok, Trained, Actions, Error)}
+REQUESTS = {m.verb: m for m in (Load, Import, Construct, Train, Snapshot, Restore, Act, Close)}
+REPLIES = {m.verb: m for m in (Loaded, Ok, Trained, State, Actions, Error)}
 
 
 def encode(msg, seq: int) -> bytes:
@@ -241,12 +263,14 @@ class Wire:
     self.sock.settimeout(timeout)
     self.sock.sendall(struct.pack("<Q", len(frame)) + frame)
 
-  def recv(self, timeout: float | None = None):
-    """(seq, message). EOFError when the peer closed the stream; TimeoutError past the deadline."""
+  def recv(self, timeout: float | None = None, max_in: int | None = None):
+    """(seq, message). EOFError when the peer closed the stream; TimeoutError past the deadline. `max_in`: this
+    message's size limit, instead of the wire's."""
     deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
     (n,) = struct.unpack("<Q", self._read(8, deadline))
-    if self.max_in is not None and n > self.max_in:
-      raise ProtocolError(f"a message of {n:,} bytes, over the limit of {self.max_in:,}")
+    limit = max_in if max_in is not None else self.max_in
+    if limit is not None and n > limit:
+      raise ProtocolError(f"a message of {n:,} bytes, over the limit of {limit:,}")
     return decode(self._read(n, deadline), self.accept)
 
   def _read(self, n: int, deadline: float | None) -> bytes:

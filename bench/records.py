@@ -13,8 +13,8 @@ from functools import lru_cache
 
 import pandas as pd
 
-SCHEMA_VERSION = 6                 # 6: lines signed (bench/signing.py)
-READABLE_VERSIONS = (1, 2, 3, 4, 5, 6)
+SCHEMA_VERSION = 7                 # 6: lines signed (bench/signing.py); 7: evaluation of a snapshot, freezer, budget_scale
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7)
 GENESIS = "0" * 64                 # prev_sha256 of a file's first record
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # the reference agents' configuration overrides (agents/common.py overridden): a run made with one is not the reference's
@@ -70,6 +70,9 @@ class RunRecord:
   calibration: dict = field(default_factory=dict)   # the machine-speed workload timed before the run (bench/calibrate.py)
   placement: dict = field(default_factory=dict)     # where it ran and beside how many runs (bench/parallel.py); {}: alone, unpinned
   warm_up: dict = field(default_factory=dict)       # the pair's untimed warm-up: start_up_s, wall_s, cpu_s, env_steps, cap_s, cache
+  budget_scale: float = 1.0                    # the task's time budget times this (bench/calibrate.py budget_scale) = time_budget_s
+  freezer: str = ""                            # what froze the agent between requests: "cgroup v1 freezer", "SIGSTOP", "none"
+  evaluation: str = ""                         # "snapshot" (an evaluator process, off the clock) | "in place" (act() on the clock)
   timestamp: str = ""
   schema_version: int = SCHEMA_VERSION
 
@@ -79,10 +82,8 @@ class RunRecord:
                task=task.name, env_id=task.env_id, threshold=task.threshold, time_budget_s=task.time_budget_s,
                step_budget=task.step_budget, solve_bar=task.min_solve_rate, seed=seed, role=role, kernel_cache=kernel_cache, device=device,
                breakdown={"import_s": None, "construct_s": None, "first_update_s": None, "first_update_steps": None,
-                          "eval_s": 0.0, "evaluations": 0,
-                          "act_charged_s": 0.0, "act_wall_s": 0.0, "act_cpu_s": 0.0,
-                          "act_slow_wall_s": 0.0, "act_slow_cpu_s": 0.0,
-                          "idle_cpu_s": 0.0, "idle_wall_s": 0.0},
+                          "start_up_s": None, "eval_s": 0.0, "evaluations": 0, "snapshot_s": 0.0, "snapshot_bytes": 0,
+                          "eval_on_clock_s": 0.0, "evaluator_cpu_s": 0.0, "evaluator_start_s": 0.0, "wall_s": None},
                fingerprint=hardware_fingerprint(), git=git_info(),
                tinygrad_env={k: os.environ[k] for k in TINYGRAD_VARS if k in os.environ},
                agent_env={k: os.environ[k] for k in AGENT_VARS if os.environ.get(k)},
@@ -180,8 +181,12 @@ LEGACY_SOLVE_BAR = 0.9   # every task's min_solve_rate while schemas 1 and 2 wer
 def upgrade(r: dict) -> dict:
   """A record of an older schema with the fields that make it self-describing, from what it recorded itself: its
   agent's kind from its target (agents.* were the references, bench.peers.* the peers), the solve bar of its time;
-  contention and machine speed (schema 4) as not measured; placement (schema 5) as one run at a time."""
+  contention and machine speed (schema 4) as not measured; placement (schema 5) as one run at a time; schema 6 and older
+  as evaluated in the training process with act() charged beyond an allowance, unfrozen, with the task's own budget."""
   v = r.get("schema_version", SCHEMA_VERSION)
+  if v >= 7: return r
+  r = {**r, "budget_scale": r.get("budget_scale", 1.0), "freezer": r.get("freezer", "none"),
+       "evaluation": r.get("evaluation", "in place, act() charged beyond 2 ms a call")}
   if v >= 5: return r
   r = {**r, "placement": r.get("placement", {})}      # schema 4 and older: one run at a time, unpinned
   if v >= 4: return r

@@ -21,7 +21,8 @@ import numpy as np
 from bench import protocol as P
 from bench.accounting import TreeCPU
 from bench.agent_api import AgentError, AgentSpec, hash_sources
-from bench.calibrate import calibrate
+from bench.calibrate import budget_scale, calibrate
+from bench.cgroup import Group, SignalGroup
 from bench.clock import TrainingClock
 from bench.contention import Contention
 from bench.evaluation import EvalSeeds, evaluate
@@ -30,7 +31,6 @@ from bench.sandbox import agent_environ, probe
 from bench.worker import die_with_parent
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SLOW_ACT_S = 0.02     # an act() call longer than this is compiling (or charged in full): its CPU is not limited
 PROGRESS_EVERY_S = 5.0  # train() replies (with its step count) at least this often, between evaluations too
 
 
@@ -43,14 +43,12 @@ class RefereeConfig:
   extra_env: dict[str, str] = field(default_factory=dict)
   sandbox: str = "bwrap"              # "bwrap" (required: the session refuses to start without it) or "none" (recorded)
   hidden_dirs: tuple[str, ...] = ()   # directories the agent must not see (the results directory)
-  memory_limit_gb: float | None = 8.0  # address-space limit of each agent process (CPU device only)
-  max_processes: int = 1024           # processes and threads of the agent's uid (RLIMIT_NPROC), where it has its own (root)
-  act_allowance_ms: float = 2.0       # act() time per call that is not charged to the training clock
+  memory_limit_gb: float | None = 8.0  # memory of each agent process tree (its cgroup; RLIMIT_AS per process on the CPU device)
+  max_processes: int = 1024           # processes and threads of each agent process tree (its cgroup; RLIMIT_NPROC of its uid)
   act_call_cap_s: float = 10.0        # one act() call longer than this fails the run
   act_eval_cap_s: float = 120.0       # act() time in one evaluation longer than this fails the run
-  eval_cpu_s: float = 0.5             # CPU-seconds the agent's processes may use in a run's evaluations ...
-  idle_cpu_fraction: float = 0.25     # ... plus this fraction of the wall time between them (the references: 0-0.2 s a run)
-  act_cpu_ratio: float = 1.5          # ... plus this many CPU-seconds per second inside act() (the references: 0.7-1.05)
+  eval_cpu_cap_s: float = 30.0        # CPU-seconds an evaluator's processes may use in one evaluation (restore + act calls)
+  freezer: bool = True                # freeze the agent's processes between requests (False: only to show what it stops)
   warm_up_cap_s: float = 120.0        # the untimed warm-up's agent code (import to its last act()), all requests together
   calibrate: bool = True              # time the machine-speed workload before each run (bench/calibrate.py), outside the clock
   placement: dict = field(default_factory=dict)  # runs side by side (bench/parallel.py): slot, cores (pinned), workers; recorded
@@ -86,10 +84,12 @@ class RunFailed(Exception):
 
 
 class Child:
-  """The agent's process (in its sandbox) and the wire to it. Replies are waited for with a deadline,
-  read with a size limit and checked against the type the request expects."""
-  def __init__(self, config: RefereeConfig, scratch: str, cache_db: str | None, readable: list[str] = ()):
-    self.config, self.sandbox, self.cache_db = config, probe(config.sandbox), cache_db
+  """An agent's process (in its sandbox and its own cgroup) and the wire to it: the training process, or an evaluator
+  (`role`). Replies are waited for with a deadline, read with a size limit and checked against the type the request
+  expects. The process tree is frozen whenever no request of it is being answered (bench/cgroup.py): `request` thaws
+  it, waits for the reply, freezes it again; `hold()` keeps it thawed across several requests (an evaluation)."""
+  def __init__(self, config: RefereeConfig, scratch: str, cache_db: str | None, readable: list[str] = (), role: str = "trainer"):
+    self.config, self.sandbox, self.cache_db, self.role = config, probe(config.sandbox), cache_db, role
     ours, theirs = socket.socketpair()
     env = agent_environ({**config.extra_env, "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])),
                          "HOME": scratch, "TMPDIR": scratch, "USER": "agent", "LOGNAME": "agent", "PYTHONDONTWRITEBYTECODE": "1",
@@ -100,48 +100,97 @@ class Child:
     owned = [os.path.dirname(cache_db), cache_db] if cache_db else []
     self.uid = self.sandbox.uid(config.placement.get("slot") or 0)
     self.sandbox.give(scratch, *[p for p in owned if os.path.exists(p)], uid=self.uid)
+    gb = config.memory_limit_gb
+    self.group = Group.make(role, int(gb * 2**30) if gb else None, config.max_processes) if config.freezer else None
     fds = [theirs.fileno()]
     argv = self.sandbox.wrap([sys.executable, "-m", "bench.child", str(theirs.fileno())], scratch=scratch,
                              readable=[ROOT, *readable], hidden=list(config.hidden_dirs), device=config.device, uid=self.uid, pass_fds=fds)
     self.log = tempfile.TemporaryFile()
+    group = self.group
+
+    def before_exec():
+      limits(config, self.uid, self.sandbox.kind != "none")
+      if group is not None: group.enter()
     try:
       self.proc = subprocess.Popen(argv, pass_fds=fds, env=env, cwd=scratch, stdin=subprocess.DEVNULL,
                                    stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,  # Ctrl-C reaches the referee only
-                                   preexec_fn=lambda: limits(config, self.uid, self.sandbox.kind != "none"))
+                                   preexec_fn=before_exec)
+    except BaseException:
+      if group is not None: group.remove()
+      raise
     finally:
       for fd in fds[1:]: os.close(fd)     # the seccomp filter's pipe: bwrap has its own copy
     theirs.close()
+    if self.group is None and config.freezer: self.group = SignalGroup(self.proc.pid)
+    self.freezer = self.group.label if self.group is not None else "none"
     self.wire = P.Wire(ours, accept=P.REPLIES, max_in=P.MAX_REPLY_BYTES)
     self.cpu = TreeCPU(self.proc.pid)
-    self.seq, self.idle = 0, False    # idle: the last request got its reply (the agent waits for the next)
+    self.seq, self.idle, self.held = 0, False, False    # idle: the last request got its reply (the agent waits for the next)
 
   @classmethod
-  def for_agent(cls, config: RefereeConfig, agent: AgentSpec, scratch: str, cache_db: str | None = None) -> Child:
+  def for_agent(cls, config: RefereeConfig, agent: AgentSpec, scratch: str, cache_db: str | None = None, role: str = "trainer") -> Child:
     """The agent's process for one run (or the warm-up) in `scratch`, with its own copy of a verified kernel cache
     (kernel_cache.seal), or an empty one."""
     cache = os.path.join(scratch, "kernel-cache", "cache.db")
     os.makedirs(os.path.dirname(cache))
     if cache_db and os.path.exists(cache_db): shutil.copyfile(cache_db, cache)
     entry = os.path.dirname(agent.source)
-    return cls(dataclasses.replace(config, hidden_dirs=(*config.hidden_dirs, *bytecode_dirs(entry))), scratch, cache, readable=[entry])
+    return cls(dataclasses.replace(config, hidden_dirs=(*config.hidden_dirs, *bytecode_dirs(entry))), scratch, cache,
+               readable=[entry], role=role)
 
   def load(self, task, agent: AgentSpec) -> P.Loaded:
     """Untimed start-up: libraries (and the agent's preloads), the tinygrad device, the task."""
-    try: return self.request(P.Load(task=task.to_wire(), preload=list(agent.preload)), self.config.startup_timeout_s,
-                             "start-up", P.Loaded)
+    self.send_ahead(P.Load(task=task.to_wire(), preload=list(agent.preload)))
+    return self.collect_load()
+
+  def collect_load(self) -> P.Loaded:
+    try: return self.collect(self.config.startup_timeout_s, "start-up", P.Loaded)
     except TimeoutError:
       raise RunFailed("failed", f"hang: agent process did not start within {self.config.startup_timeout_s:g} s") from None
 
-  def request(self, msg, timeout: float, what: str, expect: type):
+  def send_ahead(self, msg) -> None:
+    """Send a request whose reply `collect` waits for later (two processes starting up side by side)."""
+    self.seq, self.idle = self.seq + 1, False
+    self._thaw()
+    try: self.wire.send(msg, self.seq, 10.0)
+    except TimeoutError: raise TimeoutError(msg.verb) from None
+    except OSError: raise RunFailed("failed", f"agent process died before {msg.verb} ({self._exit()}){self._log_tail()}") from None
+
+  def collect(self, timeout: float, what: str, expect: type, max_in: int | None = None):
+    self._thaw()
+    try: return self.reply(timeout, what, expect, max_in)
+    finally: self._freeze()
+
+  def request(self, msg, timeout: float, what: str, expect: type, max_in: int | None = None):
     self.seq, self.idle = self.seq + 1, False
     t0 = time.monotonic()
-    try: self.wire.send(msg, self.seq, timeout)
-    except TimeoutError: raise TimeoutError(what) from None
-    except OSError: raise RunFailed("failed", f"agent process died before {what} ({self._exit()}){self._log_tail()}") from None
-    return self.reply(timeout - (time.monotonic() - t0), what, expect)
+    self._thaw()
+    try:
+      try: self.wire.send(msg, self.seq, timeout)
+      except TimeoutError: raise TimeoutError(what) from None
+      except OSError: raise RunFailed("failed", f"agent process died before {what} ({self._exit()}){self._log_tail()}") from None
+      return self.reply(timeout - (time.monotonic() - t0), what, expect, max_in)
+    finally:
+      self._freeze()
 
-  def reply(self, timeout: float, what: str, expect: type):
-    try: seq, rep = self.wire.recv(timeout)
+  def hold(self, on: bool) -> None:
+    """Keep the process thawed between requests (on), or freeze it (off)."""
+    self.held = on
+    if on: self._thaw()
+    else: self._freeze()
+
+  def _thaw(self) -> None:
+    if self.group is not None: self.group.thaw()
+
+  def _freeze(self) -> None:
+    if self.group is not None and not self.held: self.group.freeze()
+
+  def cpu_s(self) -> float:
+    """CPU seconds of the whole tree so far: its cgroup's count where it has one (exited processes included), else /proc's."""
+    return self.group.cpu_s() if isinstance(self.group, Group) else self.cpu.scan()
+
+  def reply(self, timeout: float, what: str, expect: type, max_in: int | None = None):
+    try: seq, rep = self.wire.recv(timeout, max_in)
     except TimeoutError: raise TimeoutError(what) from None
     except (EOFError, OSError):
       raise RunFailed("failed", f"agent process died during {what} ({self._exit()}){self._log_tail()}") from None
@@ -157,11 +206,16 @@ class Child:
     return rep
 
   def _exit(self) -> str:
+    self._thaw_quietly()
     try: code = self.proc.wait(timeout=5)
     except subprocess.TimeoutExpired: return "still running"
     if 128 < code < 128 + signal.NSIG and self.sandbox.kind == "bwrap": code = 128 - code    # 128+N: killed by signal N
     try: return f"killed by signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
     except ValueError: return f"killed by signal {-code}"
+
+  def _thaw_quietly(self) -> None:
+    try: self._thaw()
+    except (OSError, TimeoutError): pass
 
   def _log_tail(self, n: int = 2000) -> str:
     self.log.seek(0, os.SEEK_END)
@@ -170,14 +224,27 @@ class Child:
     return f"; its output ended with:\n{tail}" if tail.strip() else ""
 
   def close(self) -> None:
-    """Ask the child to exit, then kill every process of its tree, those seen before it exited included (a sandbox's
-    whole PID namespace dies with it)."""
-    tree = self.cpu.snapshot()
-    try: self.wire.send(P.Close(), self.seq + 1, timeout=1.0)
-    except (OSError, P.ProtocolError): pass
-    try: self.proc.wait(timeout=0.5)
-    except subprocess.TimeoutExpired: pass
-    self.cpu.kill_all(tree)
+    """Ask the child to exit (thawed: the training process's tinygrad writes its kernel cache as it exits), then kill
+    every process of its tree and its cgroup, those seen before it exited included (a sandbox's whole PID namespace
+    dies with it)."""
+    try:
+      tree = self.cpu.snapshot()
+      self.held = False
+      self._thaw_quietly()
+      try: self.wire.send(P.Close(), self.seq + 1, timeout=1.0)
+      except (OSError, P.ProtocolError): pass
+      try: self.proc.wait(timeout=0.5 if self.role == "evaluator" else 2.0)
+      except subprocess.TimeoutExpired: pass
+      self.cpu.kill_all(tree)
+    finally:
+      self.release()
+
+  def release(self) -> None:
+    """Kill whatever is left (its cgroup's tasks, its process group) and free what the handle holds; also after a
+    failed close()."""
+    if self.group is not None:
+      try: self.group.remove()
+      except OSError: pass
     if self.proc.poll() is None:
       try: os.killpg(self.proc.pid, signal.SIGKILL)
       except ProcessLookupError: pass
@@ -214,78 +281,91 @@ def run_one(agent: AgentSpec, task, seed: int, config: RefereeConfig, *, cache_d
   return rec
 
 
+class Evaluators:
+  """The run's evaluator processes (PROTOCOL.md section 3): the regular one, which serves every regular evaluation, and a
+  fresh one for each confirmation evaluation (nothing an evaluator learned in an earlier evaluation can decide a pass).
+  Each starts up (untimed) before it is needed: the regular one beside the training process's start-up, the next
+  fresh one during a regular evaluation (frozen when that ends, so it never competes with training)."""
+  def __init__(self, config: RefereeConfig, agent: AgentSpec, task, seed: int, cache_db: str | None, workdir: str):
+    self.config, self.agent, self.task, self.seed, self.cache_db, self.workdir = config, agent, task, seed, cache_db, workdir
+    self.regular: Child | None = None
+    self.spare: Child | None = None
+    self.started: list[Child] = []
+    self.start_s = 0.0               # wall time the referee waited for evaluators to start up, import and construct
+
+  def new(self) -> Child:
+    scratch = tempfile.mkdtemp(prefix="eval-", dir=self.workdir)
+    c = Child.for_agent(self.config, self.agent, scratch, self.cache_db, role="evaluator")
+    c.scratch, c.loaded, c.ready = scratch, False, False
+    self.started.append(c)
+    c.send_ahead(P.Load(task=self.task.to_wire(), preload=list(self.agent.preload)))
+    return c
+
+  def prestart(self) -> None:
+    """Start the next fresh evaluator's start-up now (during a regular evaluation)."""
+    if self.spare is None and self.config.freezer: self.spare = self.new()
+
+  def pause(self) -> None:
+    """A spare still starting up is frozen until it is needed."""
+    if self.spare is not None and not self.spare.ready: self.spare._freeze()
+
+  def get(self, fresh: bool) -> Child:
+    if fresh: c, self.spare = self.spare or self.new(), None
+    else: c = self.regular = self.regular or self.new()
+    if not c.ready:
+      t0 = time.perf_counter()
+      try:
+        if not c.loaded: c.collect_load()
+        c.loaded = True
+        c.request(P.Import(target=self.agent.target), self.config.hang_timeout_s, "the evaluator's import", P.Ok)
+        c.request(P.Construct(seed=self.seed), self.config.hang_timeout_s, "the evaluator's construction", P.Ok)
+      except TimeoutError as e: raise RunFailed("failed", f"hang: no reply from {e} for {self.config.hang_timeout_s:g} s") from None
+      except RunFailed as e: raise RunFailed(e.status, f"in its evaluator: {e.reason}") from None
+      finally: self.start_s += time.perf_counter() - t0
+      c.ready = True
+    return c
+
+  def done(self, c: Child) -> None:
+    """A fresh evaluator after its one evaluation: killed."""
+    if c is not self.regular: self._release(c)
+
+  def _release(self, c: Child) -> None:
+    try: c.release()
+    finally: shutil.rmtree(c.scratch, ignore_errors=True)
+
+  def cpu_max_s(self) -> float:
+    return max([getattr(c, "eval_cpu_max_s", 0.0) for c in self.started] or [0.0])
+
+  def close(self) -> None:
+    for c in self.started:
+      if c.proc.returncode is None or not c.wire.sock._closed: self._release(c)
+    self.started = []
+
+
 def _run(rec: RunRecord, agent: AgentSpec, task, seed: int, config: RefereeConfig, cache_db: str | None, workdir: str | None) -> None:
+  wall0 = time.perf_counter()
   cores = tuple(config.placement.get("cores") or ()) or None
   if config.calibrate: rec.calibration = calibrate()
+  rec.budget_scale = budget_scale(rec.calibration)
+  budget = rec.time_budget_s = round(task.time_budget_s * rec.budget_scale, 3)
   clock, shared = TrainingClock(), Contention(cores)
   root = config.eval_seed if config.eval_seed is not None else secrets.randbits(63)
   seeds = EvalSeeds(root)
   br = rec.breakdown
   act_times: list[float] = []
   scratch = tempfile.mkdtemp(prefix="run-", dir=workdir)
-  child = None
+  child = evals = None
 
-  def run_eval(n: int) -> float:
-    """One evaluation. act() time beyond the allowance is charged to the clock. CPU time of the agent's process tree
-    during the run's evaluations (work while train() is suspended: threads, other processes) beyond an allowance (a
-    little more than one core inside act(), a little between the calls) fails the run."""
-    acct = {"wall": 0.0, "cpu": 0.0, "excess": 0.0, "slow_wall": 0.0, "slow_cpu": 0.0}
-    allowance = config.act_allowance_ms / 1e3
-
-    def policy(obs: np.ndarray) -> np.ndarray:
-      cap, why = min((config.act_call_cap_s, f"act() took more than {config.act_call_cap_s:g} s for one batch (the cap per call)"),
-                     (config.hang_timeout_s, f"hang: no reply from act() for {config.hang_timeout_s:g} s"),
-                     (config.act_eval_cap_s - acct["wall"],
-                      f"act() took more than {config.act_eval_cap_s:g} s in one evaluation (the cap per evaluation)"))
-      c0, t0 = child.cpu.read(), time.perf_counter()
-      try: rep = child.request(P.Act(obs=obs), cap, "act()", P.Actions)
-      except TimeoutError: raise RunFailed("failed", why) from None
-      dt = time.perf_counter() - t0
-      # a slow call may have started processes (tinygrad compiles its first calls in a pool of processes): find them,
-      # so that their time counts as act()'s; a process started in a fast call is found at the end of the evaluation
-      # (and counts as idle). A slow call's CPU is not limited (a compile uses every core); its wall time is charged.
-      cpu = (child.cpu.scan() if dt > SLOW_ACT_S else child.cpu.read()) - c0
-      acct["cpu"] += cpu
-      if dt > SLOW_ACT_S: acct["slow_wall"], acct["slow_cpu"] = acct["slow_wall"] + dt, acct["slow_cpu"] + cpu
-      act_times.append(dt)
-      acct["wall"] += dt
-      acct["excess"] += max(0.0, dt - allowance)
-      return rep.actions
-
-    t0, cpu0 = time.perf_counter(), child.cpu.scan()
-    try: ret = float(evaluate(task, policy, seeds.next(n)).mean())
-    finally:
-      br["eval_s"] += time.perf_counter() - t0
-      br["evaluations"] += 1
-    br["idle_cpu_s"] += max(child.cpu.scan() - cpu0 - acct["cpu"], 0.0)
-    br["idle_wall_s"] += time.perf_counter() - t0 - acct["wall"]
-    br["act_cpu_s"] += acct["cpu"]
-    br["act_wall_s"] += acct["wall"]
-    br["act_slow_cpu_s"] += acct["slow_cpu"]
-    br["act_slow_wall_s"] += acct["slow_wall"]
-    # over the run's evaluations so far: CPU beyond one core's worth of (fast) act() calls and a little between calls
-    used = br["act_cpu_s"] - br["act_slow_cpu_s"] + br["idle_cpu_s"]
-    limit = config.eval_cpu_s + config.act_cpu_ratio * (br["act_wall_s"] - br["act_slow_wall_s"]) + \
-      config.idle_cpu_fraction * br["idle_wall_s"]
-    if used > limit:
-      raise RunFailed("failed", f"the agent's processes used {used:.2f} CPU-s in this run's evaluations, {br['idle_cpu_s']:.2f} "
-                                f"of them between act() calls (allowance {limit:.2f}: {config.eval_cpu_s:g} s + "
-                                f"{config.act_cpu_ratio:g} x the time in act() calls of up to {SLOW_ACT_S * 1e3:g} ms + "
-                                f"{config.idle_cpu_fraction:g} x the time between calls): no work may go on while train() is suspended")
-    clock.charge(acct["excess"])
-    br["act_charged_s"] += acct["excess"]
-    return ret
-
-  def timed(msg, what: str, expect: type):
+  def timed(msg, what: str, expect: type, max_in: int | None = None):
     """Send a command that runs agent code, with the clock running, under the time budget."""
-    remaining = task.time_budget_s - clock.elapsed
+    remaining = budget - clock.elapsed
     wait = min(remaining, config.hang_timeout_s)
     shared.enter(child.cpu)
     clock.start()
-    try: rep = child.request(msg, wait, what, expect)
+    try: rep = child.request(msg, wait, what, expect, max_in)
     except TimeoutError:
       if wait >= remaining:
-        raise RunFailed("unsolved", f"time budget ({task.time_budget_s:g} s) ran out during {what}") from None
+        raise RunFailed("unsolved", f"time budget ({budget:g} s) ran out during {what}") from None
       raise RunFailed("failed", f"hang: no reply from {what} for {config.hang_timeout_s:g} s") from None
     finally:
       clock.stop()
@@ -295,10 +375,83 @@ def _run(rec: RunRecord, agent: AgentSpec, task, seed: int, config: RefereeConfi
                                 f"{what}: runs side by side each keep to their own cores (PROTOCOL.md section 14)")
     return rep
 
+  def run_eval(n: int, fresh: bool) -> float:
+    """One evaluation of the policy as it is now. The training process (frozen) gives a snapshot, on the clock; an
+    evaluator process restores it and answers act() off the clock, its CPU capped; nothing reaches the training process.
+    An agent whose snapshot holds nothing is evaluated in place: its act() calls are on the clock."""
+    c0 = clock.elapsed
+    state = timed(P.Snapshot(), "snapshot()", P.State, max_in=P.MAX_STATE_BYTES)
+    br["snapshot_s"] += clock.elapsed - c0
+    br["snapshot_bytes"] = int(state.blob.nbytes)
+    rec.evaluation = "snapshot" if state.arrays else "in place"
+    t0 = time.perf_counter()
+    if not state.arrays:
+      def policy(obs: np.ndarray) -> np.ndarray:
+        t1 = time.perf_counter()
+        rep = timed(P.Act(obs=obs), "act() (evaluated in place: on the clock)", P.Actions)
+        act_times.append(time.perf_counter() - t1)
+        return rep.actions
+      c1 = clock.elapsed
+      try: return float(evaluate(task, policy, seeds.next(n)).mean())
+      finally:
+        br["eval_on_clock_s"] += clock.elapsed - c1
+        br["eval_s"] += time.perf_counter() - t0
+        br["evaluations"] += 1
+
+    if not fresh: evals.prestart()
+    ev = evals.get(fresh)
+    acct = {"wall": 0.0}
+    cpu0 = ev.cpu_s()
+
+    def over_cpu() -> None:
+      used = ev.cpu_s() - cpu0
+      ev.eval_cpu_max_s = max(getattr(ev, "eval_cpu_max_s", 0.0), used)
+      if used > config.eval_cpu_cap_s:
+        raise RunFailed("failed", f"its evaluator used {used:.1f} CPU-s in one evaluation, over the cap of {config.eval_cpu_cap_s:g} "
+                                  "(an evaluation restores a snapshot and answers act(); PROTOCOL.md section 3)")
+
+    def policy(obs: np.ndarray) -> np.ndarray:
+      cap, why = min((config.act_call_cap_s, f"act() took more than {config.act_call_cap_s:g} s for one batch (the cap per call)"),
+                     (config.hang_timeout_s, f"hang: no reply from act() for {config.hang_timeout_s:g} s"),
+                     (config.act_eval_cap_s - acct["wall"],
+                      f"act() took more than {config.act_eval_cap_s:g} s in one evaluation (the cap per evaluation)"))
+      t1 = time.perf_counter()
+      try: rep = ev.request(P.Act(obs=obs), cap, "act()", P.Actions)
+      except TimeoutError: raise RunFailed("failed", why) from None
+      dt = time.perf_counter() - t1
+      act_times.append(dt)
+      acct["wall"] += dt
+      over_cpu()
+      return rep.actions
+
+    ev.hold(True)
+    try:
+      try: ev.request(P.Restore(blob=state.blob), config.hang_timeout_s, "restore()", P.Ok)
+      except TimeoutError: raise RunFailed("failed", f"hang: no reply from restore() for {config.hang_timeout_s:g} s") from None
+      except RunFailed as e: raise RunFailed(e.status, f"in its evaluator: {e.reason}") from None
+      over_cpu()
+      ret = float(evaluate(task, policy, seeds.next(n)).mean())
+      over_cpu()
+      return ret
+    finally:
+      ev.hold(False)
+      evals.pause()
+      br["evaluator_cpu_s"] += max(ev.cpu_s() - cpu0, 0.0)
+      br["eval_s"] += time.perf_counter() - t0
+      br["evaluations"] += 1
+      evals.done(ev)
+
   try:
     child = Child.for_agent(config, agent, scratch, cache_db)
-    rec.sandbox = child.sandbox.label
-    loaded = child.load(task, agent)
+    rec.sandbox, rec.freezer = child.sandbox.label, child.freezer
+    evals = Evaluators(config, agent, task, seed, cache_db, workdir or scratch)
+    t0 = time.perf_counter()
+    child.send_ahead(P.Load(task=task.to_wire(), preload=list(agent.preload)))
+    evals.regular = evals.new()                 # its start-up beside the training process's
+    loaded = child.collect_load()
+    evals.regular.collect_load()                # its import and construction: at its first evaluation
+    evals.regular.loaded = True
+    br["start_up_s"] = time.perf_counter() - t0
     rec.self_reported.update(pid=loaded.pid, tinygrad_version=loaded.tinygrad_version, tinygrad_device=loaded.tinygrad_device)
 
     timed(P.Import(target=agent.target), "import of the agent's module", P.Ok)
@@ -307,13 +460,12 @@ def _run(rec: RunRecord, agent: AgentSpec, task, seed: int, config: RefereeConfi
     br["construct_s"] = clock.elapsed - br["import_s"]
 
     def passes(steps: int) -> bool:
-      """A regular evaluation; a pass counts only if a confirmation evaluation (new seeds) agrees."""
-      rec.add_eval(clock.elapsed, steps, ret := run_eval(task.eval_episodes))
+      """A regular evaluation; a pass counts only if a confirmation evaluation (new seeds, a fresh evaluator) agrees."""
+      rec.add_eval(clock.elapsed, steps, ret := run_eval(task.eval_episodes, fresh=False))
       if ret < task.threshold: return False
-      confirm = run_eval(task.confirm_episodes)
+      confirm = run_eval(task.confirm_episodes, fresh=True)
       rec.confirmations.append({"t": clock.elapsed, "steps": steps, "return": confirm})
       return confirm >= task.threshold
-
     # the untrained policy: a (confirmed) pass here is flagged, never counted as a solve
     if passes(0):
       rec.passes_untrained = True
@@ -325,7 +477,7 @@ def _run(rec: RunRecord, agent: AgentSpec, task, seed: int, config: RefereeConfi
     steps, last_eval_steps, last_eval_t = 0, 0, 0.0
     while True:
       targets = [task.step_budget] + ([(last_eval_steps // every_n + 1) * every_n] if every_n else [])
-      max_s = min(task.time_budget_s - clock.elapsed, PROGRESS_EVERY_S)   # a reply at least this often: steps done so far
+      max_s = min(budget - clock.elapsed, PROGRESS_EVERY_S)   # a reply at least this often: steps done so far
       if every_t: max_s = min(max_s, (last_eval_t // every_t + 1) * every_t - clock.elapsed)
       # the first request returns at train()'s first yield: the clock then is the run's first update (first_update_s)
       until = 1 if br.get("first_update_s") is None else min(targets)
@@ -335,8 +487,8 @@ def _run(rec: RunRecord, agent: AgentSpec, task, seed: int, config: RefereeConfi
       rec.steps, rec.step_source = steps, "wrapper" if rep.counted_steps > 0 else "yield"
       rec.self_reported.update(agent_steps=rep.agent_steps, counted_steps=rep.counted_steps)
       rec.agent_profile = rep.profile or None
-      if clock.elapsed > task.time_budget_s:
-        raise RunFailed("unsolved", f"time budget ({task.time_budget_s:g} s) ran out during train()")
+      if clock.elapsed > budget:
+        raise RunFailed("unsolved", f"time budget ({budget:g} s) ran out during train()")
       due = (every_n and steps // every_n > last_eval_steps // every_n) or \
             (every_t and clock.elapsed // every_t > last_eval_t // every_t) or \
             steps >= task.step_budget or rep.finished
@@ -377,9 +529,14 @@ def _run(rec: RunRecord, agent: AgentSpec, task, seed: int, config: RefereeConfi
       for k, v in shared.summary(clock.elapsed).items(): setattr(rec, k, v)
       br["act_calls"] = len(act_times)
       br["act_roundtrip_ms_median"] = float(np.median(act_times) * 1e3) if act_times else None
+      if evals is not None: br["evaluator_start_s"], br["evaluator_cpu_max_s"] = evals.start_s, evals.cpu_max_s()
       rec.sources = hash_sources(os.path.dirname(agent.source), ROOT, skip=config.hidden_dirs)
     finally:
       try:
-        if child is not None: child.close()
+        try:
+          if evals is not None: evals.close()
+        finally:
+          if child is not None: child.close()
       finally:
         shutil.rmtree(scratch, ignore_errors=True)
+        br["wall_s"] = time.perf_counter() - wall0

@@ -43,11 +43,17 @@ class Scripted:
     if self.updates >= self.updates_to_learn: return good_policy(obs)
     return np.zeros(len(obs), dtype=np.int64)
 
+  def snapshot(self) -> dict:
+    """What act() reads (no tinygrad Tensors here): the evaluator's copy restores it."""
+    return {"updates": np.array(self.updates)}
+
+  def restore(self, state: dict) -> None:
+    self.updates = int(state["updates"])
+
 
 class SleepyTrainer(Scripted):
-  """Known training time: 4 updates x 0.25 s; evaluation made slow on purpose (0.5 ms per act call, within the
-  referee's allowance of 2 ms per call, so not charged: the round trip adds ~0.6 ms here, more on a loaded machine —
-  with 1 ms a CI run on a busy VM was charged 0.3-0.65 s over ~1,000 calls)."""
+  """Known training time: 4 updates x 0.25 s; evaluation made slow on purpose (0.5 ms per act call, in its evaluator:
+  off the clock)."""
   steps_per_update, updates_to_learn, train_sleep_s, act_sleep_s = 1000, 4, 0.25, 0.0005
 
 
