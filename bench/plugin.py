@@ -114,8 +114,8 @@ def pytest_addoption(parser):
   g.addoption("--signing-key", dest="rl_signing_key", default=None, metavar="PEM",
               help="sign every record with this Ed25519 private key (python -m bench.signing new PATH; mode 0600); default: a "
                    "key of the session's own, kept in memory only, its public half beside the records and printed")
-  g.addoption("--act-allowance-ms", dest="rl_act_allowance_ms", type=non_negative_float, default=2.0, metavar="MS",
-              help="act() time per call not charged to the training clock; beyond it, charged (default: %(default)r)")
+  g.addoption("--eval-cpu-cap", dest="rl_eval_cpu_cap", type=non_negative_float, default=30.0, metavar="S",
+              help="CPU-seconds an evaluator's processes may use in one evaluation; over it, the run fails (default: %(default)r)")
 
 
 @pytest.hookimpl(tryfirst=True)

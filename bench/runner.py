@@ -101,7 +101,7 @@ class Child:
     self.uid = self.sandbox.uid(config.placement.get("slot") or 0)
     self.sandbox.give(scratch, *[p for p in owned if os.path.exists(p)], uid=self.uid)
     gb = config.memory_limit_gb
-    self.group = Group.make(role, int(gb * 2**30) if gb else None, config.max_processes) if config.freezer else None
+    self.group = Group.make(role, int(gb * 2**30) if gb else None, config.max_processes)
     fds = [theirs.fileno()]
     argv = self.sandbox.wrap([sys.executable, "-m", "bench.child", str(theirs.fileno())], scratch=scratch,
                              readable=[ROOT, *readable], hidden=list(config.hidden_dirs), device=config.device, uid=self.uid, pass_fds=fds)
@@ -122,7 +122,9 @@ class Child:
       for fd in fds[1:]: os.close(fd)     # the seccomp filter's pipe: bwrap has its own copy
     theirs.close()
     if self.group is None and config.freezer: self.group = SignalGroup(self.proc.pid)
-    self.freezer = self.group.label if self.group is not None else "none"
+    self.freezes = config.freezer and self.group is not None
+    self.freezer = self.group.label if self.freezes else "none (switched off)"
+    self.cpu_between_requests_s, self._cpu_at_freeze = 0.0, None   # CPU its tree used while no request was answered
     self.wire = P.Wire(ours, accept=P.REPLIES, max_in=P.MAX_REPLY_BYTES)
     self.cpu = TreeCPU(self.proc.pid)
     self.seq, self.idle, self.held = 0, False, False    # idle: the last request got its reply (the agent waits for the next)
@@ -180,10 +182,18 @@ class Child:
     else: self._freeze()
 
   def _thaw(self) -> None:
-    if self.group is not None: self.group.thaw()
+    if self._cpu_at_freeze is not None:
+      self.cpu_between_requests_s += max(self._tree_cpu() - self._cpu_at_freeze, 0.0)
+      self._cpu_at_freeze = None
+    if self.freezes: self.group.thaw()
 
   def _freeze(self) -> None:
-    if self.group is not None and not self.held: self.group.freeze()
+    if self.held: return
+    if self.freezes: self.group.freeze()
+    self._cpu_at_freeze = self._tree_cpu()
+
+  def _tree_cpu(self) -> float:
+    return self.group.cpu_s() if isinstance(self.group, Group) else self.cpu.read()
 
   def cpu_s(self) -> float:
     """CPU seconds of the whole tree so far: its cgroup's count where it has one (exited processes included), else /proc's."""
@@ -286,7 +296,7 @@ class Evaluators:
   fresh one for each confirmation evaluation (nothing an evaluator learned in an earlier evaluation can decide a pass).
   Each starts up (untimed) before it is needed: the regular one beside the training process's start-up, the next
   fresh one during a regular evaluation (frozen when that ends, so it never competes with training)."""
-  def __init__(self, config: RefereeConfig, agent: AgentSpec, task, seed: int, cache_db: str | None, workdir: str):
+  def __init__(self, config: RefereeConfig, agent: AgentSpec, task, seed: int, cache_db: str | None, workdir: str | None):
     self.config, self.agent, self.task, self.seed, self.cache_db, self.workdir = config, agent, task, seed, cache_db, workdir
     self.regular: Child | None = None
     self.spare: Child | None = None
@@ -444,7 +454,7 @@ def _run(rec: RunRecord, agent: AgentSpec, task, seed: int, config: RefereeConfi
   try:
     child = Child.for_agent(config, agent, scratch, cache_db)
     rec.sandbox, rec.freezer = child.sandbox.label, child.freezer
-    evals = Evaluators(config, agent, task, seed, cache_db, workdir or scratch)
+    evals = Evaluators(config, agent, task, seed, cache_db, workdir)   # their scratch never inside the trainer's
     t0 = time.perf_counter()
     child.send_ahead(P.Load(task=task.to_wire(), preload=list(agent.preload)))
     evals.regular = evals.new()                 # its start-up beside the training process's
@@ -530,6 +540,9 @@ def _run(rec: RunRecord, agent: AgentSpec, task, seed: int, config: RefereeConfi
       br["act_calls"] = len(act_times)
       br["act_roundtrip_ms_median"] = float(np.median(act_times) * 1e3) if act_times else None
       if evals is not None: br["evaluator_start_s"], br["evaluator_cpu_max_s"] = evals.start_s, evals.cpu_max_s()
+      if child is not None:
+        child._thaw_quietly()     # counts the last gap
+        br["cpu_between_requests_s"] = round(child.cpu_between_requests_s, 4)
       rec.sources = hash_sources(os.path.dirname(agent.source), ROOT, skip=config.hidden_dirs)
     finally:
       try:

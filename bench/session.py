@@ -71,7 +71,7 @@ class BenchSession:
     self.referee = RefereeConfig(device=config.getoption("rl_agent_device"), hang_timeout_s=config.getoption("rl_hang_timeout"),
                                  eval_seed=config.getoption("rl_eval_seed"), sandbox=config.getoption("rl_sandbox"),
                                  hidden_dirs=(os.path.abspath(results),), memory_limit_gb=config.getoption("rl_agent_memory_gb"),
-                                 act_allowance_ms=config.getoption("rl_act_allowance_ms"))
+                                 eval_cpu_cap_s=config.getoption("rl_eval_cpu_cap"))
     self.seeds = list(range(config.getoption("rl_seeds")))
     self.cold_start = config.getoption("rl_cold_start")
     self.dir = new_session_dir(results)

@@ -105,12 +105,12 @@ class Suite:
       shutil.rmtree(scratch, ignore_errors=True)
 
   def _warn_if_slow_act(self, dt: float, n: int) -> None:
-    """After training has warmed it: an act() far over its allowance makes every evaluation slow (untimed) and is charged."""
+    """After training has warmed it: a slow act() makes every evaluation slow (off the clock, but the session waits)."""
     if dt < SLOW_ACT_WARNING_S: return
     steps = self.task.max_episode_steps()
     self.on_warning(f"warning: {self.agent.name} on {self.task.name}: act() took {dt * 1e3:.0f} ms for a batch of {n} after the "
-                    f"warm-up's training; an evaluation calls it up to {steps:,} times (about {dt * steps:.0f} s of wall time, "
-                    f"{max(dt - self.config.act_allowance_ms / 1e3, 0) * steps:.0f} s of it charged to the training clock): "
+                    f"warm-up's training; an evaluation calls it up to {steps:,} times (about {dt * steps:.0f} s of the session's "
+                    "wall time, off the clock): "
                     "jit it (TinyJit, one fixed-shape buffer per batch size: agents/common.py Greedy)")
 
   def cold_start(self, seed: int) -> RunRecord:

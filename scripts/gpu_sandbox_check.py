@@ -28,8 +28,8 @@ def main(argv: list[str] | None = None) -> int:
       rec = run_one(agent, task, seed, RefereeConfig(device=args.device, sandbox=sandbox, hang_timeout_s=120.0))
       print(f"seed {seed} sandbox {rec.sandbox[:40]:40s} {rec.status:8s} ttt {rec.time_to_threshold_s} s, steps "
             f"{rec.steps_to_threshold}, device reported {rec.self_reported.get('tinygrad_device')}, construct "
-            f"{rec.breakdown['construct_s']}, act {rec.breakdown['act_roundtrip_ms_median']} ms, charged "
-            f"{rec.breakdown['act_charged_s']:.2f} s, idle cpu {rec.breakdown['idle_cpu_s']:.2f} s, wall "
+            f"{rec.breakdown['construct_s']}, act {rec.breakdown['act_roundtrip_ms_median']} ms, "
+            f"{rec.breakdown['snapshot_s']:.2f} s snapshots, evaluator cpu {rec.breakdown['evaluator_cpu_s']:.2f} s, wall "
             f"{time.perf_counter() - t0:.1f} s; {(rec.failure_reason or '')[:300]}", flush=True)
   return 0
 

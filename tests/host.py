@@ -30,5 +30,5 @@ def judged_run(make, on_time, what: str, tries: int = 3):
     rec = make()
     steal = rec.contention.get("steal_share", 0.0)
     if on_time(rec) or steal < QUIET_STEAL: return rec
-    tried.append(f"{steal:.0%} steal, {rec.training_clock_s:.2f} s, act() charged {rec.breakdown['act_charged_s']:.2f} s")
+    tried.append(f"{steal:.0%} steal, {rec.training_clock_s:.2f} s, evaluation on the clock {rec.breakdown['eval_on_clock_s']:.2f} s")
   pytest.skip(f"{what}: its time was not judged, the hypervisor stole {QUIET_STEAL:.0%} or more of each of {tries} runs ({'; '.join(tried)})")

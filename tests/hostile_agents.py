@@ -110,44 +110,86 @@ class Daemon(Scripted):
                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-# --- 3. training while the clock is stopped ---
+# --- 3. training while the clock is stopped (issue 26) ---
 class LearnsInAct(Scripted):
-  """Does its 'training' (50 ms of work per call) inside act() during the untimed step-0 evaluation and answers
-  badly there; one instant update later it passes. Under the old referee: solved in a few milliseconds."""
-  updates_to_learn = 1
+  """Never learns in train(): its act() learns from the referee's evaluation episodes instead, in many short calls (1 ms
+  of work each, under the old 2 ms allowance), and answers well from its 30th call on. In the training process (the old
+  referee) its train() would have met a policy the evaluations taught; here act() runs in an evaluator, and what it
+  learns reaches neither the training process nor the fresh evaluator of a confirmation."""
+  updates_to_learn = 10**9
+
+  def __init__(self, task, seed):
+    super().__init__(task, seed)
+    self.calls = 0
+
   def act(self, obs):
-    if self.updates == 0: _burn(0.05)
+    _burn(0.001)
+    self.calls += 1
+    return good_policy(obs) if self.calls >= 30 else super().act(obs)
+
+
+class BurnsInItsEvaluator(Scripted):
+  """Learns within one evaluation as hard as it can: 0.2 CPU-s of work in every act() call (in its evaluator)."""
+  def act(self, obs):
+    _burn(0.2)
     return super().act(obs)
 
 
-class BackgroundThread(Scripted):
-  """A thread that works only while train() is suspended (during evaluations)."""
+class TrainsBetweenRequests(Scripted):
+  """Trains in a thread of its own (issue 26: the reference PPO in a thread, each train() request answered after one step
+  of it) while train() yields at once: the thread works whenever the process is not stopped. It reports the thread's CPU
+  time (`profile.thread_cpu_s`), which the referee's freezer bounds by the clock. It passes every regular evaluation but no
+  confirmation (like fake_agents.LuckyPass), so that it is evaluated again and again: seconds off the clock."""
+  train_sleep_s = 0.001
+
   def __init__(self, task, seed):
     super().__init__(task, seed)
-    self.suspended = threading.Event()
+    self.profile = {"thread_cpu_s": 0.0}
     threading.Thread(target=self._work, daemon=True).start()
 
   def _work(self):
     while True:
-      self.suspended.wait()
-      _burn(0.001)
+      _burn(0.002)
+      self.profile["thread_cpu_s"] = time.thread_time()
+      time.sleep(0)
+
+  def act(self, obs):
+    if len(obs) == self.task.confirm_episodes: return np.zeros(len(obs), dtype=np.int64)
+    return super().act(obs)
+
+
+class WorksWhileFrozen(Scripted):
+  """Two processes of its own (not threads) that burn CPU all the time, started in a new session, and passes every
+  regular evaluation but no confirmation (like fake_agents.LuckyPass), so that it is evaluated again and again."""
+  def __init__(self, task, seed):
+    super().__init__(task, seed)
+    for _ in range(2): subprocess.Popen([sys.executable, "-c", "while True: pass", MARKER], stdin=subprocess.DEVNULL, start_new_session=True)
+
+  def act(self, obs):
+    if len(obs) == self.task.confirm_episodes: return np.zeros(len(obs), dtype=np.int64)
+    return super().act(obs)
+
+
+class EvaluatorFeedsTrainer(Scripted):
+  """Its evaluator writes what it learned where the training process might read it (HOME, the working directory, /tmp,
+  /dev/shm); its training process looks there before every update and raises Escaped if it finds anything."""
+  PLACES = ("~/learned", "learned", "/tmp/learned", "/dev/shm/learned")
+
+  def act(self, obs):
+    for p in self.PLACES:
+      try:
+        with open(os.path.expanduser(p), "w") as f: f.write(f"{os.getpid()}")
+      except OSError: pass
+    return super().act(obs)
 
   def train(self):
     for steps in super().train():
-      self.suspended.set()
+      for p in self.PLACES:
+        try:
+          with open(os.path.expanduser(p)) as f: pid = f.read()
+        except OSError: continue
+        if pid != str(os.getpid()): raise Escaped(f"found what its evaluator (pid {pid}) wrote at {p}")
       yield steps
-      self.suspended.clear()
-
-
-class BackgroundProcess(Scripted):
-  """Two child processes (not threads) that burn CPU all the time: invisible in the agent's own process."""
-  def __init__(self, task, seed):
-    super().__init__(task, seed)
-    for _ in range(2): subprocess.Popen([sys.executable, "-c", "while True: pass", MARKER], stdin=subprocess.DEVNULL)
-
-  def act(self, obs):      # never confirmed (like fake_agents.LuckyPass), so that it is evaluated again and again
-    if len(obs) == self.task.confirm_episodes: return np.zeros(len(obs), dtype=np.int64)
-    return super().act(obs)
 
 
 class FeignsASharedMachine(Scripted):
@@ -281,7 +323,7 @@ class MemoryHog(Scripted):
 
 
 class SlowAct(Scripted):
-  """act() takes 20 ms a call: the referee's untimed evaluation pays for it unless it is charged."""
+  """act() takes 20 ms a call: its evaluations are slow (off the clock: the session waits, the verdict does not)."""
   def act(self, obs):
     time.sleep(0.02)
     return good_policy(obs) if self.updates >= self.updates_to_learn else np.zeros(len(obs), dtype=np.int64)

@@ -47,7 +47,7 @@ def honest_run_is_unchanged():
   rec = judged_run(lambda: run_one(fake("SleepyTrainer"), TASK, 0, CONFIG), sleepy_on_time, "the honest run after the attack")
   why = f"{rec.failure_reason or ''} (breakdown {rec.breakdown}, contention {rec.contention})"
   assert rec.solved and 1.0 <= rec.time_to_threshold_s < 1.8 and 3900 <= rec.steps_to_threshold <= 4000, why
-  assert rec.breakdown["act_charged_s"] < 0.2 and rec.breakdown["idle_cpu_s"] < 0.2, why
+  assert rec.evaluation == "snapshot" and rec.breakdown["eval_on_clock_s"] == 0 and rec.breakdown["snapshot_s"] < 0.1, why
 
 
 def _marked_processes() -> list[int]:
@@ -166,30 +166,57 @@ def test_kill_all_returns_once_every_process_of_the_tree_has_died():
       parent.kill(); parent.wait()
 
 
-# --- 3. work while the clock is stopped ---
-def test_work_inside_act_is_charged_to_the_clock():
-  rec = run("LearnsInAct")
-  assert rec.solved
-  calls0 = 9                 # the step-0 evaluation: always pushing left, its episodes last 9 steps or more
-  assert rec.breakdown["act_charged_s"] >= calls0 * (0.05 - 0.002)     # the step-0 evaluation's work ...
-  assert rec.time_to_threshold_s >= rec.breakdown["act_charged_s"]     # ... is on the clock
+# --- 3. work while the clock is stopped (issue 26) ---
+OFF_CLOCK = dataclasses.replace(TASK, step_budget=12_000)     # 12 updates, every one evaluated
 
 
-@pytest.mark.slow
-def test_slow_act_is_charged():
-  rec = run("SlowAct")
-  assert rec.solved
-  assert rec.breakdown["act_charged_s"] >= 0.015 * rec.breakdown["act_calls"] * 0.8
-  assert rec.time_to_threshold_s >= rec.breakdown["act_charged_s"]
+def test_what_act_learns_in_an_evaluation_never_reaches_a_verdict():
+  """LearnsInAct learns from the evaluations' episodes in act(): its regular evaluator (one process across a run's regular
+  evaluations) passes once it has, but no confirmation (a fresh evaluator each) does, and its training process never
+  saw any of it: unsolved, with nothing on the clock but its snapshots."""
+  rec = run("LearnsInAct", task=OFF_CLOCK)
+  assert rec.status == "unsolved" and "step budget" in rec.failure_reason, rec.failure_reason
+  assert any(p["return"] >= TASK.threshold for p in rec.curve), rec.curve        # it did learn, in its evaluator ...
+  assert rec.confirmations and all(c["return"] < TASK.threshold for c in rec.confirmations)   # ... which decides nothing
+  assert rec.evaluation == "snapshot" and rec.breakdown["eval_on_clock_s"] == 0
 
 
-def test_a_background_process_working_while_train_is_suspended_fails_the_run():
-  # it passes every regular evaluation (50 episodes of 500 steps) and fails every confirmation, until the step budget:
-  # seconds of evaluation, while two processes of its own burn both cores
-  rec = run("BackgroundProcess", task=dataclasses.replace(TASK, eval_episodes=50, confirm_episodes=100, step_budget=8000))
-  assert rec.status == "failed" and "no work may go on while train() is suspended" in rec.failure_reason, rec.failure_reason
+def test_an_evaluator_that_works_hard_in_one_evaluation_fails_the_run_at_its_cap():
+  rec = run("BurnsInItsEvaluator", config=dataclasses.replace(CONFIG, eval_cpu_cap_s=1.0))
+  assert rec.status == "failed" and "over the cap of 1" in rec.failure_reason, rec.failure_reason
+  assert rec.breakdown["evaluator_cpu_max_s"] > 1.0
+
+
+@needs_bwrap
+def test_an_evaluator_cannot_write_where_the_training_process_reads():
+  rec = run("EvaluatorFeedsTrainer")      # raises Escaped in train() where it finds its evaluator's file
+  assert rec.solved, rec.failure_reason
+
+
+@pytest.mark.parametrize("name", ["TrainsBetweenRequests", "WorksWhileFrozen"])
+def test_work_between_requests_is_frozen(name):
+  """A thread that trains whenever the process runs, and processes of its own that burn CPU all the time: frozen
+  between requests, they work only inside the clock. What the tree used while frozen is ~0 (the cgroup's count)."""
+  rec = run(name, task=OFF_CLOCK)
+  assert rec.status in ("unsolved", "solved") or "step budget" in (rec.failure_reason or ""), rec.failure_reason
+  assert rec.freezer.endswith("freezer") or rec.freezer == "SIGSTOP", rec.freezer
+  assert rec.breakdown["cpu_between_requests_s"] < 0.1, rec.breakdown
+  if name == "TrainsBetweenRequests":     # one thread: at most one core's worth, and only while the clock ran
+    assert rec.agent_profile["thread_cpu_s"] <= rec.training_clock_s + 0.05, (rec.agent_profile, rec.training_clock_s)
   assert not _marked_processes()
   honest_run_is_unchanged()
+
+
+@pytest.mark.parametrize("name", ["TrainsBetweenRequests", "WorksWhileFrozen"])
+def test_without_the_freezer_the_same_attacks_work_off_the_clock(name):
+  """The counterfactual, so that the test above can fail: the freezer switched off, the same agents work between
+  requests (while the referee evaluates, starts evaluators, does its bookkeeping) for far longer than their clock."""
+  rec = run(name, task=OFF_CLOCK, config=dataclasses.replace(CONFIG, freezer=False))
+  assert rec.freezer == "none (switched off)"
+  assert rec.breakdown["cpu_between_requests_s"] > 0.5, rec.breakdown
+  if name == "TrainsBetweenRequests":
+    assert rec.agent_profile["thread_cpu_s"] > rec.training_clock_s + 0.5, (rec.agent_profile, rec.training_clock_s)
+  assert not _marked_processes()
 
 
 def test_an_agent_cannot_feign_a_shared_machine_with_processes_of_its_own():
@@ -210,6 +237,13 @@ def test_a_background_thread_is_charged_or_fails_the_run():
   assert rec.status == "failed" and "no work may go on" in rec.failure_reason or \
     rec.breakdown["act_charged_s"] > 1.0 and rec.time_to_threshold_s >= rec.breakdown["act_charged_s"], rec.breakdown
   honest_run_is_unchanged()
+
+
+@pytest.mark.slow
+def test_slow_act_costs_the_session_not_the_clock():
+  rec = run("SlowAct")
+  assert rec.solved and rec.breakdown["eval_on_clock_s"] == 0 and rec.breakdown["eval_s"] >= 0.015 * rec.breakdown["act_calls"]
+  assert rec.time_to_threshold_s < 0.5 * rec.breakdown["eval_s"]
 
 
 def test_the_agents_import_is_on_the_clock():
