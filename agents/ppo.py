@@ -192,6 +192,14 @@ class PPO:
     """The referee's evaluation: the most likely action, for a batch of any size."""
     return self.greedy(self._normalize(obs, update=False)).astype(np.int64)
 
+  def snapshot(self) -> dict[str, np.ndarray]:
+    """What act() reads besides the Tensors (which the referee takes itself): the observation statistics."""
+    return {"obs_mean": self.obs_rms.mean, "obs_var": self.obs_rms.var}
+
+  def restore(self, state: dict[str, np.ndarray]) -> None:
+    """The referee's evaluator: a snapshot's statistics (its Tensors are assigned already)."""
+    self.obs_rms.mean, self.obs_rms.var = state["obs_mean"], state["obs_var"]
+
   # --- the network (agents/ppo_atari.py overrides these) ---
   def _net(self):
     """Actor and critic as one block-diagonal MLP in one flat parameter vector. Layer 0: obs -> [actor H |

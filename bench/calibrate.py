@@ -1,4 +1,4 @@
-"""The machine's speed, timed by the referee before every run (outside the clock, ~0.12 s), so that runs stored on
+"""The machine's speed, timed by the referee before every run (outside the clock, ~0.25 s), so that runs stored on
 one machine can be put beside runs on another of the same kind: two quiet machines with the same CPU model string ran
 PPO CartPole at 1.7 s and 4 s.
 

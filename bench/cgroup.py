@@ -20,6 +20,8 @@ import os
 import re
 import secrets
 import signal
+import subprocess
+import sys
 import time
 
 import psutil
@@ -29,6 +31,7 @@ V2 = "/sys/fs/cgroup/unified" if os.path.exists("/sys/fs/cgroup/unified/cgroup.c
 CONTROLLERS = ("freezer", "cpuacct", "memory", "pids")
 NAME = re.compile(r"rlspeedrun-\w+-(\d+)-[0-9a-f]+$")
 FREEZE_TIMEOUT_S = 10.0
+_REAPED = False        # this process has removed the groups of dead referees (once, at its first group)
 
 
 def _own_paths() -> dict[str, str]:
@@ -49,6 +52,32 @@ def _read(path: str) -> str:
   with open(path) as f: return f.read()
 
 
+# The group's watcher: a small process of the referee's (not in the group) that waits for the end of a pipe only the
+# referee holds, then kills what is left in the group and removes it. A referee that dies (SIGKILL) with its agent frozen
+# would leave it frozen for good: a v1-frozen task does not act on the SIGKILL its parent's death sends it until thawed.
+WATCH = """
+import os, sys, time
+sys.stdin.buffer.read()
+for _ in range(250):
+  pids = set()
+  for d in sys.argv[1:]:
+    try: pids |= {int(p) for p in open(d + '/cgroup.procs').read().split()}
+    except (OSError, ValueError): pass
+  if not pids: break
+  for p in pids:
+    try: os.kill(p, 9)
+    except OSError: pass
+  for d in sys.argv[1:]:
+    for f, v in (('/freezer.state', 'THAWED'), ('/cgroup.freeze', '0')):
+      try: open(d + f, 'w').write(v)
+      except OSError: pass
+  time.sleep(0.02)
+for d in sys.argv[1:]:
+  try: os.rmdir(d)
+  except OSError: pass
+"""
+
+
 class Group:
   """One agent process tree's cgroup (v1: one directory per controller; v2: one directory)."""
   kind = "cgroup"
@@ -56,11 +85,19 @@ class Group:
   def __init__(self, dirs: dict[str, str], v2: bool):
     self.dirs, self.v2 = dirs, v2
     self.label = "cgroup v2 freezer" if v2 else "cgroup v1 freezer"
+    self.watcher: subprocess.Popen | None = None
+
+  def watch(self) -> None:
+    """Start the group's watcher (above), which cleans up after a referee that died."""
+    self.watcher = subprocess.Popen([sys.executable, "-S", "-c", WATCH, *self.dirs.values()], stdin=subprocess.PIPE,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
   @classmethod
   def make(cls, role: str, memory_bytes: int | None = None, max_pids: int | None = None) -> Group | None:
     """A new group for an agent process of `role`, or None where none can be made here (not root, no freezer)."""
     if os.geteuid() != 0: return None
+    global _REAPED
+    if not _REAPED: _REAPED = bool(reap_orphans()) or True
     name, own = f"rlspeedrun-{role}-{os.getpid()}-{secrets.token_hex(4)}", _own_paths()
     made: dict[str, str] = {}
     try:
@@ -73,6 +110,7 @@ class Group:
         g = cls(made, v2=False)
         if memory_bytes and "memory" in made: _write(f"{made['memory']}/memory.limit_in_bytes", str(memory_bytes))
         if max_pids and "pids" in made: _write(f"{made['pids']}/pids.max", str(max_pids))
+        g.watch()
         return g
       if "" in own and os.path.exists(f"{V2}/cgroup.controllers"):
         d = os.path.join(f"{V2}{own['']}", name)
@@ -82,6 +120,7 @@ class Group:
         g = cls(made, v2=True)
         if memory_bytes and os.path.exists(f"{d}/memory.max"): _write(f"{d}/memory.max", str(memory_bytes))
         if max_pids and os.path.exists(f"{d}/pids.max"): _write(f"{d}/pids.max", str(max_pids))
+        g.watch()
         return g
     except OSError:
       for d in made.values():
@@ -144,6 +183,11 @@ class Group:
         try: os.rmdir(d); break
         except FileNotFoundError: break
         except OSError: time.sleep(0.01)
+    if self.watcher is not None:
+      self.watcher.stdin.close()      # nothing left for it to do: it finds the group gone and exits
+      try: self.watcher.wait(timeout=2)
+      except subprocess.TimeoutExpired: self.watcher.kill()
+      self.watcher = None
 
 
 class SignalGroup:

@@ -88,7 +88,8 @@ def pytest_addoption(parser):
               help="the agent's sandbox: bwrap, its own uid, no capability (bench/sandbox.py; the session refuses to start "
                    "where it cannot be made); none: off, every record says so and entries get no verdict (default: %(default)r)")
   g.addoption("--agent-memory-gb", dest="rl_agent_memory_gb", type=positive_float, default=8.0, metavar="GB",
-              help="address-space limit of each agent process on the CPU device, in GiB (default: %(default)r)")
+              help="memory of each agent process tree (its cgroup) and address space of each of its processes on the CPU device, "
+                   "in GiB (default: %(default)r)")
   g.addoption("--regress-against", dest="rl_regress_against", default=None, metavar="BASELINE",
               help="regression gate: compare every (agent, task) with BASELINE, a git ref (that version of the project "
                    "runs interleaved with this one, same seeds) or stored runs (a session directory, a runs.jsonl, or a "

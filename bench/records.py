@@ -83,7 +83,7 @@ class RunRecord:
                step_budget=task.step_budget, solve_bar=task.min_solve_rate, seed=seed, role=role, kernel_cache=kernel_cache, device=device,
                breakdown={"import_s": None, "construct_s": None, "first_update_s": None, "first_update_steps": None,
                           "start_up_s": None, "eval_s": 0.0, "evaluations": 0, "snapshot_s": 0.0, "snapshot_bytes": 0,
-                          "eval_on_clock_s": 0.0, "evaluator_cpu_s": 0.0, "evaluator_start_s": 0.0, "wall_s": None},
+                          "eval_on_clock_s": 0.0, "evaluator_cpu_s": 0.0, "evaluator_start_s": 0.0, "calibration_s": 0.0, "wall_s": None},
                fingerprint=hardware_fingerprint(), git=git_info(),
                tinygrad_env={k: os.environ[k] for k in TINYGRAD_VARS if k in os.environ},
                agent_env={k: os.environ[k] for k in AGENT_VARS if os.environ.get(k)},

@@ -289,6 +289,46 @@ def _hardware(runs: pd.DataFrame) -> pd.DataFrame:
   return hw.sort_values(list(hw.columns)).reset_index(drop=True)
 
 
+SPLIT = {"training (on the clock)": "breakdown.train_clock_s", "evaluation (off the clock)": "breakdown.eval_s",
+         "process start-up": "breakdown.start_up_s", "evaluators' start-up": "breakdown.evaluator_start_s",
+         "calibration": "breakdown.calibration_s"}
+
+
+def time_split(runs: pd.DataFrame) -> pd.DataFrame:
+  """Where the runs' wall time went, per (agent, task): seconds summed over its runs (every role) and the pair's untimed
+  warm-up, by phase, with each phase's share; `other` is the rest of the runs' wall time (the referee's own work between
+  requests, clean-up). Records without a run's wall time (schema 6 and older) are left out."""
+  if "breakdown.wall_s" not in runs: return pd.DataFrame()
+  runs = runs[runs["breakdown.wall_s"].notna()]
+  rows = []
+  for (agent, task), g in runs.groupby(["agent", "task"], sort=True):
+    row = {"agent": agent, "task": task, "runs": len(g)}
+    for name, col in SPLIT.items(): row[name] = float(g[col].fillna(0).sum()) if col in g else 0.0
+    warm = g["warm_up.wall_s"].dropna() if "warm_up.wall_s" in g else pd.Series(dtype=float)
+    start = g["warm_up.start_up_s"].dropna() if "warm_up.start_up_s" in g else pd.Series(dtype=float)
+    row["warm-up"] = float(warm.iloc[0] if len(warm) else 0) + float(start.iloc[0] if len(start) else 0)
+    wall = float(g["breakdown.wall_s"].sum())
+    row["other"] = max(wall - sum(row[n] for n in SPLIT), 0.0)
+    row["total"] = wall + row["warm-up"]
+    rows.append(row)
+  return pd.DataFrame(rows)
+
+
+def _split_section(runs: pd.DataFrame) -> list[str]:
+  split = time_split(runs)
+  if split.empty: return []
+  phases = [*SPLIT, "warm-up", "other"]
+  total = split[phases].sum()
+  shown = split.copy()
+  for c in [*phases, "total"]: shown[c] = [f"{x:.1f}" for x in shown[c]]
+  grand = float(split["total"].sum())
+  return ["## Where the session's time went", "",
+          "Wall-clock seconds of the runs and warm-ups in these records, by phase (bench/report.py time_split). Only "
+          "training is on the clock (a snapshot of the policy for each evaluation is part of it); the rest is what a "
+          "session waits for besides.", "", _md(shown), "",
+          "All pairs: " + ", ".join(f"{p} {total[p]:.0f} s ({total[p] / grand:.0%})" for p in phases if grand) + f"; {grand:.0f} s in all.", ""]
+
+
 def _power_section(timed: pd.DataFrame) -> list[str]:
   """How many seeds the regression gate needs, from this session's spread (bench/gate.py power_table)."""
   from bench.gate import ALPHA as GATE_ALPHA
@@ -358,6 +398,7 @@ def write_report(runs: pd.DataFrame, out_dir: str, *, baseline: str | None = Non
     lines += [f"Runs made: {'; '.join(ways)}" + (f" (at most {int(beside.max())} other runs beside one)" if beside is not None
                                                     and beside.notna().any() else "") +
               (". Runs made side by side are not compared with runs made one at a time (PROTOCOL.md section 14)." if len(ways) > 1 else "."), ""]
+  lines += _split_section(runs)
   lines += _power_section(timed)
   lines += ["## Method", "",
             f"Per task, every agent is compared with the baseline ({baseline or 'the fastest reference agent on the task'}). "

@@ -356,6 +356,7 @@ def _run(rec: RunRecord, agent: AgentSpec, task, seed: int, config: RefereeConfi
   wall0 = time.perf_counter()
   cores = tuple(config.placement.get("cores") or ()) or None
   if config.calibrate: rec.calibration = calibrate()
+  rec.breakdown["calibration_s"] = time.perf_counter() - wall0
   rec.budget_scale = budget_scale(rec.calibration)
   budget = rec.time_budget_s = round(task.time_budget_s * rec.budget_scale, 3)
   clock, shared = TrainingClock(), Contention(cores)

@@ -57,7 +57,7 @@ def extra_info(agent_spec, task, timed: list[RunRecord], cold: RunRecord | None,
     "median_steps_to_threshold": statistics.median([r.steps_to_threshold for r in solved]) if solved else None,
     "confirmation_return": [r.confirmation_return for r in timed],
     "statuses": [r.status for r in timed], "failure_reasons": [r.failure_reason for r in timed if r.failure_reason],
-    "censored_at_budget_s": task.time_budget_s, "kernel_cache": "warm",
+    "censored_at_budget_s": max([r.time_budget_s for r in timed] or [task.time_budget_s]), "kernel_cache": "warm",
     "cold_start_time_s": cold.time_to_threshold_s if cold else None, "cold_start_status": cold.status if cold else None,
     "records": records_path,
   }

@@ -79,14 +79,18 @@ class Suite:
           steps = rep.counted_steps if rep.counted_steps > 0 else rep.agent_steps
           steps_done = max(steps_done, steps)
           if rep.finished: break
+      acted = {}
       for n, obs in obs_batches.items():   # a third call per batch size: what an evaluation's calls cost (TinyJit replays)
         t1 = time.perf_counter()
-        check_actions(request(P.Act(obs=obs), "act()", P.Actions).actions, act_space, n)
+        acted[n] = check_actions(request(P.Act(obs=obs), "act()", P.Actions).actions, act_space, n)
         self._warn_if_slow_act(time.perf_counter() - t1, n)
+      state = request(P.Snapshot(), "snapshot()", P.State)
       self.warm_up_info = {"start_up_s": round(t0 - t_load, 4), "wall_s": round(time.perf_counter() - t0, 4),
-                           "cpu_s": round(child.cpu.scan() - cpu0, 4), "env_steps": steps_done, "cap_s": cap}
+                           "cpu_s": round(child.cpu.scan() - cpu0, 4), "env_steps": steps_done, "cap_s": cap,
+                           "snapshot_arrays": state.arrays, "snapshot_bytes": int(state.blob.nbytes)}
       child.close()
       child = None
+      if state.arrays: self._check_evaluator(state, obs_batches, acted)
       taken = take(scratch, os.path.join(self.workdir, "warm-up-cache.db"))    # out of the agent's directory, no link followed
       if taken: verify(taken)
       self.cache_rebuilt = rebuild(taken, self.warm_cache, self.config, self.workdir)
@@ -102,6 +106,28 @@ class Suite:
       raise AgentError(f"{self.agent.name} on {self.task.name}: {P.printable(str(e), keep=chr(10))}") from None
     finally:
       if child is not None: child.close()
+      shutil.rmtree(scratch, ignore_errors=True)
+
+  def _check_evaluator(self, state: P.State, obs_batches: dict, acted: dict) -> None:
+    """An evaluator restored from the warm-up's snapshot acts as the warm-up's training process did on the same
+    observations, or the agent's snapshot misses something its act() reads (an AgentError that says so)."""
+    scratch = tempfile.mkdtemp(prefix="warm-up-eval-", dir=self.workdir)
+    ev = None
+    try:
+      ev = Child.for_agent(self.config, self.agent, scratch, role="evaluator")
+      ev.load(self.task, self.agent)
+      t = self.config.hang_timeout_s
+      ev.request(P.Import(target=self.agent.target), t, "the evaluator's import", P.Ok)
+      ev.request(P.Construct(seed=1_000_000 + secrets.randbelow(2**31)), t, "the evaluator's construction", P.Ok)
+      ev.request(P.Restore(blob=state.blob), t, "restore()", P.Ok)
+      for n, obs in obs_batches.items():
+        got = check_actions(ev.request(P.Act(obs=obs), t, "the evaluator's act()", P.Actions).actions, self.task.spaces()[1], n)
+        if not np.allclose(np.asarray(got, np.float64), np.asarray(acted[n], np.float64), rtol=1e-4, atol=1e-5):
+          raise AgentError(f"restored from its snapshot in an evaluator, it acts otherwise than its training process did on the same "
+                           f"{n} observations: its act() reads state that is neither a tinygrad Tensor on the agent nor in what its "
+                           "snapshot() returns (PROTOCOL.md section 3: define snapshot() and restore())")
+    finally:
+      if ev is not None: ev.close()
       shutil.rmtree(scratch, ignore_errors=True)
 
   def _warn_if_slow_act(self, dt: float, n: int) -> None:

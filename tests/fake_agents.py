@@ -200,3 +200,12 @@ class KillsItsRefereeOnSeed1(Scripted):
     for steps in super().train():
       if self.seed == 1: os.kill(os.getppid(), signal.SIGKILL)
       yield steps
+
+
+class ForgetsItsState(Scripted):
+  """Its act() reads `updates`, which its snapshot() leaves out: an evaluator restored from it acts untrained."""
+  def snapshot(self) -> dict:
+    return {"nothing": np.zeros(1)}
+
+  def restore(self, state: dict) -> None:
+    pass

@@ -175,7 +175,7 @@ def test_help_shows_every_option_with_its_default():
   assert r.returncode == 0, r.stderr
   section = r.stdout.split("rlspeedrun benchmark (pytest bench/):")[1]
   for opt, default in [("--seeds", "5"), ("--agent-device", "'CPU'"), ("--sandbox", "'bwrap'"), ("--hang-timeout", "300.0"),
-                       ("--act-allowance-ms", "2.0"), ("--tier", "'quick'"), ("--results-dir", "'results'")]:
+                       ("--eval-cpu-cap", "30.0"), ("--tier", "'quick'"), ("--results-dir", "'results'")]:
     assert opt in section and f"default: {default}" in " ".join(section.split()), opt
 
 

@@ -57,3 +57,12 @@ def test_summary_counts_censored_runs_and_cold_start_apart():
   assert table.loc["fake", "failures"] == "1 failed (seed 2: agent raised during train(): boom)"
   assert table.loc["fake", "min-max time (s)"] == "2.00 - >120"     # the censored run is in the range, as in the median
   assert table.loc["other", "median time (s)"] == ">120"
+
+
+def test_a_schema_6_record_is_read_as_evaluated_in_place_unfrozen_with_its_tasks_budget(tmp_path):
+  r = json.loads(make(0).to_json())
+  for k in ("budget_scale", "freezer", "evaluation"): r.pop(k)
+  r.update(schema_version=6, prev_sha256="0" * 64)       # the first line of its file
+  (tmp_path / "runs.jsonl").write_text(json.dumps(r) + "\n")
+  df = load_runs(str(tmp_path))
+  assert df.loc[0, "budget_scale"] == 1.0 and df.loc[0, "freezer"] == "none" and df.loc[0, "evaluation"].startswith("in place")

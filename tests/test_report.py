@@ -81,3 +81,20 @@ def test_records_of_schema_2_describe_themselves_from_what_they_recorded(tmp_pat
   (tmp_path / "runs.jsonl").write_text("\n".join(lines) + "\n")
   runs = load_runs(str(tmp_path))
   assert list(runs["agent_kind"]) == ["reference", "entry"] and list(runs["solve_bar"]) == [0.9, 0.9]
+
+
+def test_the_report_says_where_the_sessions_time_went(tmp_path):
+  from bench.report import time_split
+  recs = runs_of("ppo", [1.0, 2.0])
+  for r in recs:
+    r.breakdown.update(train_clock_s=r.training_clock_s, eval_s=3.0, start_up_s=2.0, evaluator_start_s=1.0, calibration_s=0.5,
+                       wall_s=r.training_clock_s + 7.0)
+    r.warm_up = {"start_up_s": 2.0, "wall_s": 4.0}
+  write(str(tmp_path / "runs.jsonl"), recs)
+  runs = load_runs(str(tmp_path))
+  split = time_split(runs).iloc[0]
+  assert split["training (on the clock)"] == pytest.approx(runs["training_clock_s"].sum())
+  assert split["evaluation (off the clock)"] == 6.0 and split["warm-up"] == 6.0 and split["other"] == pytest.approx(1.0)
+  assert split["total"] == pytest.approx(runs["training_clock_s"].sum() + 14.0 + 6.0)
+  md = open(write_report(runs, str(tmp_path / "out"))[0]).read()
+  assert "## Where the session's time went" in md and "evaluation (off the clock)" in md

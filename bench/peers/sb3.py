@@ -126,6 +126,40 @@ class SB3Agent:
     if self.vecnorm is not None: obs = self.vecnorm.normalize_obs(obs)
     return self.model.predict(obs, deterministic=True)[0]
 
+  def snapshot(self) -> dict[str, np.ndarray]:
+    """What act() reads, for the referee's evaluator: the policy's parameters (torch's state_dict; sbx: the leaves of its
+    JAX train states' parameters) and VecNormalize's observation statistics."""
+    out = {f"p/{k}": v for k, v in _params(self.model.policy).items()}
+    if self.vecnorm is not None: out.update(obs_mean=self.vecnorm.obs_rms.mean, obs_var=self.vecnorm.obs_rms.var)
+    return out
+
+  def restore(self, state: dict[str, np.ndarray]) -> None:
+    _set_params(self.model.policy, {k[2:]: v for k, v in state.items() if k.startswith("p/")})
+    if self.vecnorm is not None: self.vecnorm.obs_rms.mean, self.vecnorm.obs_rms.var = state["obs_mean"], state["obs_var"]
+
+
+def _train_states(policy) -> dict:
+  """sbx: the policy's flax TrainStates (actor_state, qf_state, vf_state), by attribute name."""
+  return {k: v for k, v in vars(policy).items() if k.endswith("_state") and hasattr(v, "params")}
+
+
+def _params(policy) -> dict[str, np.ndarray]:
+  if isinstance(policy, torch.nn.Module): return {k: v.detach().cpu().numpy() for k, v in policy.state_dict().items()}
+  import jax
+  return {f"{name}/{i}": np.asarray(leaf) for name, st in _train_states(policy).items()
+          for i, leaf in enumerate(jax.tree_util.tree_leaves(st.params))}
+
+
+def _set_params(policy, params: dict[str, np.ndarray]) -> None:
+  if isinstance(policy, torch.nn.Module):
+    policy.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in params.items()})
+    return
+  import jax
+  for name, st in _train_states(policy).items():
+    leaves, tree = jax.tree_util.tree_flatten(st.params)
+    new = [jax.numpy.asarray(params[f"{name}/{i}"]) for i in range(len(leaves))]
+    setattr(policy, name, st.replace(params=jax.tree_util.tree_unflatten(tree, new)))
+
 
 class SB3PPO(SB3Agent): algo = "ppo"
 class SB3DQN(SB3Agent): algo = "dqn"
