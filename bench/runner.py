@@ -549,6 +549,11 @@ def _run(rec: RunRecord, agent: AgentSpec, task, seed: int, config: RefereeConfi
       try:
         try:
           if evals is not None: evals.close()
+        except BaseException:       # whatever failed, no evaluator outlives its run
+          for c in evals.started:
+            try: c.release()
+            except Exception: pass
+          raise
         finally:
           if child is not None: child.close()
       finally:
