@@ -92,13 +92,30 @@ def _sync() -> None:
   DEVICE.synchronize()
 
 
-def tensors(agent) -> dict:
-  """{name: Tensor} of every tinygrad Tensor reachable from the agent's attributes (lists, dicts and objects within)."""
+def tensors(agent, max_objects: int = 100_000, max_list: int = 10_000) -> dict:
+  """{name: Tensor} of every tinygrad Tensor reachable from the agent's attributes, through lists, tuples, dicts and
+  objects, named as tinygrad's get_state_dict names them ("layers.0.weight"), each object visited once (get_state_dict
+  itself recurses without end on a cycle, and into a module an attribute names). Modules, classes, functions and
+  methods are not entered, nor lists longer than `max_list` (a replay buffer of Python objects)."""
+  import types
+
   from tinygrad import Tensor
-  from tinygrad.nn.state import get_state_dict
-  try: found = get_state_dict(agent)
-  except RecursionError: found = {}
-  return {k: v for k, v in found.items() if isinstance(v, Tensor)}
+  skip = (types.ModuleType, type, types.FunctionType, types.BuiltinFunctionType, types.MethodType, str, bytes, int, float, bool)
+  found, seen, stack = {}, set(), [("", agent)]
+  while stack and len(seen) < max_objects:
+    prefix, obj = stack.pop()
+    if id(obj) in seen or obj is None or isinstance(obj, skip): continue
+    seen.add(id(obj))
+    if isinstance(obj, Tensor):
+      found.setdefault(prefix.strip("."), obj)
+      continue
+    if hasattr(obj, "_asdict"): items = list(obj._asdict().items())
+    elif isinstance(obj, dict): items = list(obj.items())
+    elif isinstance(obj, (list, tuple)): items = list(enumerate(obj)) if len(obj) <= max_list else []
+    elif hasattr(obj, "__dict__"): items = list(vars(obj).items())
+    else: continue
+    stack.extend((f"{prefix}{k}.", v) for k, v in reversed(items))
+  return found
 
 
 def snapshot(agent) -> dict:

@@ -340,6 +340,7 @@ class Evaluators:
     if c is not self.regular: self._release(c)
 
   def _release(self, c: Child) -> None:
+    c.released = True
     try: c.release()
     finally: shutil.rmtree(c.scratch, ignore_errors=True)
 
@@ -348,7 +349,7 @@ class Evaluators:
 
   def close(self) -> None:
     for c in self.started:
-      if c.proc.returncode is None or not c.wire.sock._closed: self._release(c)
+      if not getattr(c, "released", False): self._release(c)
     self.started = []
 
 

@@ -103,3 +103,11 @@ def test_a_dead_referees_frozen_group_is_reaped_with_its_processes():
   gone = cgroup.reap_orphans()
   assert set(renamed.values()) <= set(gone), (gone, renamed)
   assert p.wait(timeout=10) == -9
+
+
+def test_the_agents_tensors_are_found_through_cycles_and_past_modules():
+  from bench.child import tensors
+  a = Tiny(0)
+  a.me, a.np, a.nested = a, np, {"x": [(a.w, Tensor.zeros(1).realize())]}
+  found = tensors(a)
+  assert set(found) >= {"w", "layers.0", "nested.x.0.1"} and found["w"] is a.w
