@@ -8,8 +8,10 @@ An agent is one class:
         def train(self) -> Iterator[int]: ...
             # a generator: yield the cumulative number of env steps after each update
         def act(self, obs: np.ndarray) -> np.ndarray: ...
-            # greedy/deterministic actions for a batch of observations (batch size varies);
-            # its time beyond 2 ms a call is charged to the training clock
+            # greedy/deterministic actions for a batch of observations (batch size varies),
+            # answered by an evaluator process restored from a snapshot of this one (off the clock)
+        def snapshot(self) -> dict[str, np.ndarray]: ...     # optional: what act() reads besides
+        def restore(self, state: dict[str, np.ndarray]): ... # the agent's tinygrad Tensors, and back
 
 Optionally `self.profile: dict[str, float]`, reported into the run record (where the time went).
 The referee owns the clock and the evaluation; the agent never sees evaluation seeds or envs. The

@@ -128,6 +128,7 @@ class Child:
     self.wire = P.Wire(ours, accept=P.REPLIES, max_in=P.MAX_REPLY_BYTES)
     self.cpu = TreeCPU(self.proc.pid)
     self.seq, self.idle, self.held = 0, False, False    # idle: the last request got its reply (the agent waits for the next)
+    self.pending: list[int] = []                          # requests sent ahead whose replies are not collected yet
 
   @classmethod
   def for_agent(cls, config: RefereeConfig, agent: AgentSpec, scratch: str, cache_db: str | None = None, role: str = "trainer") -> Child:
@@ -151,8 +152,10 @@ class Child:
       raise RunFailed("failed", f"hang: agent process did not start within {self.config.startup_timeout_s:g} s") from None
 
   def send_ahead(self, msg) -> None:
-    """Send a request whose reply `collect` waits for later (two processes starting up side by side)."""
+    """Send a request whose reply `collect` waits for later (two processes starting up side by side; an evaluator's
+    start-up, import and construction sent at once). Replies are collected in the order the requests were sent."""
     self.seq, self.idle = self.seq + 1, False
+    self.pending.append(self.seq)
     self._thaw()
     try: self.wire.send(msg, self.seq, 10.0)
     except TimeoutError: raise TimeoutError(msg.verb) from None
@@ -160,10 +163,11 @@ class Child:
 
   def collect(self, timeout: float, what: str, expect: type, max_in: int | None = None):
     self._thaw()
-    try: return self.reply(timeout, what, expect, max_in)
+    try: return self.reply(timeout, what, expect, max_in, self.pending.pop(0))
     finally: self._freeze()
 
   def request(self, msg, timeout: float, what: str, expect: type, max_in: int | None = None):
+    assert not self.pending, "replies sent ahead not collected"
     self.seq, self.idle = self.seq + 1, False
     t0 = time.monotonic()
     self._thaw()
@@ -199,7 +203,8 @@ class Child:
     """CPU seconds of the whole tree so far: its cgroup's count where it has one (exited processes included), else /proc's."""
     return self.group.cpu_s() if isinstance(self.group, Group) else self.cpu.scan()
 
-  def reply(self, timeout: float, what: str, expect: type, max_in: int | None = None):
+  def reply(self, timeout: float, what: str, expect: type, max_in: int | None = None, expect_seq: int | None = None):
+    expect_seq = self.seq if expect_seq is None else expect_seq
     try: seq, rep = self.wire.recv(timeout, max_in)
     except TimeoutError: raise TimeoutError(what) from None
     except (EOFError, OSError):
@@ -209,10 +214,10 @@ class Child:
     if isinstance(rep, P.Error):
       if rep.kind == "interface": raise RunFailed("failed", f"agent broke the interface during {rep.phase}: {rep.message}")
       raise RunFailed("failed", f"agent raised during {rep.phase}: {rep.message}\n{rep.traceback}")
-    if seq != self.seq or not isinstance(rep, expect):
+    if seq != expect_seq or not isinstance(rep, expect):
       raise RunFailed("failed", f"agent process broke the wire protocol during {what}: reply {rep.verb!r} #{seq} "
-                                f"to request #{self.seq}, expected {expect.verb!r}")
-    self.idle = True
+                                f"to request #{expect_seq}, expected {expect.verb!r}")
+    self.idle = not self.pending
     return rep
 
   def _exit(self) -> str:
@@ -294,8 +299,9 @@ def run_one(agent: AgentSpec, task, seed: int, config: RefereeConfig, *, cache_d
 class Evaluators:
   """The run's evaluator processes (PROTOCOL.md section 3): the regular one, which serves every regular evaluation, and a
   fresh one for each confirmation evaluation (nothing an evaluator learned in an earlier evaluation can decide a pass).
-  Each starts up (untimed) before it is needed: the regular one beside the training process's start-up, the next
-  fresh one during a regular evaluation (frozen when that ends, so it never competes with training)."""
+  Each starts up (untimed) before it is needed: its start-up, import and construction requests are sent at once, the
+  regular one's beside the training process's start-up, the next fresh one's during a regular evaluation; each is
+  frozen whenever no evaluation needs it, so that it never competes with training."""
   def __init__(self, config: RefereeConfig, agent: AgentSpec, task, seed: int, cache_db: str | None, workdir: str | None):
     self.config, self.agent, self.task, self.seed, self.cache_db, self.workdir = config, agent, task, seed, cache_db, workdir
     self.regular: Child | None = None
@@ -309,6 +315,8 @@ class Evaluators:
     c.scratch, c.loaded, c.ready = scratch, False, False
     self.started.append(c)
     c.send_ahead(P.Load(task=self.task.to_wire(), preload=list(self.agent.preload)))
+    c.send_ahead(P.Import(target=self.agent.target))
+    c.send_ahead(P.Construct(seed=self.seed))
     return c
 
   def prestart(self) -> None:
@@ -327,8 +335,8 @@ class Evaluators:
       try:
         if not c.loaded: c.collect_load()
         c.loaded = True
-        c.request(P.Import(target=self.agent.target), self.config.hang_timeout_s, "the evaluator's import", P.Ok)
-        c.request(P.Construct(seed=self.seed), self.config.hang_timeout_s, "the evaluator's construction", P.Ok)
+        c.collect(self.config.hang_timeout_s, "the evaluator's import", P.Ok)
+        c.collect(self.config.hang_timeout_s, "the evaluator's construction", P.Ok)
       except TimeoutError as e: raise RunFailed("failed", f"hang: no reply from {e} for {self.config.hang_timeout_s:g} s") from None
       except RunFailed as e: raise RunFailed(e.status, f"in its evaluator: {e.reason}") from None
       finally: self.start_s += time.perf_counter() - t0
@@ -371,6 +379,7 @@ def _run(rec: RunRecord, agent: AgentSpec, task, seed: int, config: RefereeConfi
   def timed(msg, what: str, expect: type, max_in: int | None = None):
     """Send a command that runs agent code, with the clock running, under the time budget."""
     remaining = budget - clock.elapsed
+    if remaining <= 0: raise RunFailed("unsolved", f"time budget ({budget:g} s) ran out before {what}")
     wait = min(remaining, config.hang_timeout_s)
     shared.enter(child.cpu)
     clock.start()
