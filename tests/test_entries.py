@@ -39,6 +39,12 @@ ENTRY = textwrap.dedent('''
 
         def act(self, obs):
             return self.policy(obs) if self.learned else np.zeros(len(obs), dtype=np.int64)
+
+        def snapshot(self):       # what act() reads (it has no tinygrad Tensors): its evaluator restores it
+            return {"learned": np.array(self.learned)}
+
+        def restore(self, state):
+            self.learned = bool(state["learned"])
 ''')
 
 
