@@ -93,3 +93,17 @@ def test_plain_loop_runs_the_peer_in_its_own_loop_and_evaluates_on_the_step_grid
   assert steps == [2048 * (k + 1) for k in range(len(steps))]     # 8 envs x 32 steps: every multiple is an update boundary
   assert r["evals"][-1][2] >= 475.0 and all(ret < 475.0 for _, _, ret in r["evals"][:-1])   # stops at the first pass
   assert r["time_s"] == r["evals"][-1][0] > 0
+
+
+@pytest.mark.parametrize("cls, task", [(SB3PPO, get_task("Acrobot-v1")), (SB3DQN, CARTPOLE), (SB3SAC, PENDULUM)])
+def test_a_peer_restored_from_its_snapshot_acts_as_it_does(cls, task):
+  """The referee's evaluator (PROTOCOL.md section 3): a fresh peer given a trained one's snapshot() acts as it does (its
+  parameters, and VecNormalize's statistics where the zoo normalises: PPO on Acrobot)."""
+  from bench.child import pack, restore, snapshot, unpack
+  trained, fresh = cls(task, seed=0), cls(task, seed=1)
+  for s in trained.train():
+    if s >= 2100: break
+  obs = np.stack([task.make_env().reset(seed=i)[0] for i in range(7)])
+  assert not np.allclose(np.asarray(fresh.act(obs), float), np.asarray(trained.act(obs), float))
+  restore(fresh, unpack(pack(snapshot(trained))))
+  np.testing.assert_allclose(np.asarray(fresh.act(obs), float), np.asarray(trained.act(obs), float), rtol=1e-5)

@@ -47,3 +47,15 @@ def test_sbx_ppo_trains_through_the_sb3_adapter_and_acts_on_a_batch():
   obs = np.stack([CARTPOLE.make_env().reset(seed=i)[0] for i in range(7)])
   a = np.asarray(agent.act(obs))
   assert a.shape == (7,) and set(a.tolist()) <= {0, 1}
+
+
+@pytest.mark.parametrize("algo, task", [("SBXPPO", CARTPOLE), ("SBXDQN", CARTPOLE), ("SBXSAC", PENDULUM)])
+def test_an_sbx_peer_restored_from_its_snapshot_acts_as_it_does(algo, task):
+  pytest.importorskip("sbx")
+  import bench.peers.sbx as peers
+  from bench.child import pack, restore, snapshot, unpack
+  trained, fresh = getattr(peers, algo)(task, seed=0), getattr(peers, algo)(task, seed=1)
+  _train_until(trained, 2100)
+  obs = np.stack([task.make_env().reset(seed=i)[0] for i in range(64)])
+  restore(fresh, unpack(pack(snapshot(trained))))
+  np.testing.assert_allclose(np.asarray(fresh.act(obs), float), np.asarray(trained.act(obs), float), rtol=1e-5)

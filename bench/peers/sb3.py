@@ -139,19 +139,20 @@ class SB3Agent:
 
 
 def _train_states(policy) -> dict:
-  """sbx: the policy's flax TrainStates (actor_state, qf_state, vf_state), by attribute name."""
+  """sbx: the policy's flax TrainStates (actor_state, qf_state, vf_state), by attribute name; none for SB3's torch policies
+  (sbx's are torch Modules too, SB3's BasePolicy, whose state_dict is empty)."""
   return {k: v for k, v in vars(policy).items() if k.endswith("_state") and hasattr(v, "params")}
 
 
 def _params(policy) -> dict[str, np.ndarray]:
-  if isinstance(policy, torch.nn.Module): return {k: v.detach().cpu().numpy() for k, v in policy.state_dict().items()}
+  if not _train_states(policy): return {k: v.detach().cpu().numpy() for k, v in policy.state_dict().items()}
   import jax
   return {f"{name}/{i}": np.asarray(leaf) for name, st in _train_states(policy).items()
           for i, leaf in enumerate(jax.tree_util.tree_leaves(st.params))}
 
 
 def _set_params(policy, params: dict[str, np.ndarray]) -> None:
-  if isinstance(policy, torch.nn.Module):
+  if not _train_states(policy):
     policy.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in params.items()})
     return
   import jax
