@@ -1,27 +1,39 @@
-"""The machine's speed, timed by the referee before every run (outside the clock, ~0.25 s), so that runs stored on
+"""The machine's speed, timed by the referee before every run (outside the clock, ~0.5 s), so that runs stored on
 one machine can be put beside runs on another of the same kind: two quiet machines with the same CPU model string ran
 PPO CartPole at 1.7 s and 4 s.
 
 The workload is what a small RL agent's process does on the CPU: Python-level loop work (an environment's step, the
-agent's bookkeeping) and many small float32 matrix products (a 64-wide MLP). One pass is ~0.04 s on a 2-core EPYC VM;
-a run's score is the *fastest* of REPEATS passes (interference only ever slows a pass), and a session's speed the
-median of its runs' scores (the stored-baseline check compares those). Eleven passes, not five: ten runs' scores on
-one quiet EPYC spread 1.02x with the fastest of 11, 1.37x with the fastest of 5 (issue 26).
+agent's bookkeeping) and many small float32 matrix products (a 64-wide MLP). One pass is ~0.025 s on a 2-core EPYC VM.
+WIDTH processes run the passes at once, because an agent's tree runs on more than one core: a reference's training
+process used 1.3-1.5 CPU-s per second of its clock (tinygrad's CPU queue runs kernels on a worker thread beside
+Python's dispatch, and compiles in processes of its own). One pass in one process (v3) missed that: under a CPU quota
+of half a core on 2 cores its score grew 1.9x while PPO's time grew 3.5x (issue 26). A pass counts only if it ran while
+every process was still running (their passes' windows on the shared monotonic clock), so no pass is timed alone.
+A run's score is the *fastest* such pass (interference only ever slows a pass), and a session's speed the median of its
+runs' scores (the stored-baseline check compares those).
 
 Budgets travel with it: each task's time budget is stated for a machine that scores REFERENCE_SCORE_S (the 2-core AMD
 EPYC VM the budgets were set on) and each run's budget is scaled by this machine's speed (`budget_scale`: the median
-score of the session's runs so far over the reference, never below 1), recorded in every run. One score timed at session start was not enough: on this quiet machine two sessions'
-start-up scores (median of 5 passes of twice this workload) were 0.115 s and 0.082 s while their PPO runs were equally fast. The name changes whenever the
-workload or the score does: scores of different workloads are never compared."""
+score of the session's runs so far over the reference, never below 1), recorded in every run. One score timed at
+session start was not enough: on this quiet machine two sessions' start-up scores (median of 5 passes of twice this
+workload) were 0.115 s and 0.082 s while their PPO runs were equally fast. The name changes whenever the workload or
+the score does: scores of different workloads are never compared."""
 from __future__ import annotations
 
+import json
+import os
 import statistics
+import subprocess
+import sys
 import time
 
 import numpy as np
 
-WORKLOAD = "python-loop+numpy-64-matmul/v3-min"
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+WORKLOAD = "python-loop+numpy-64-matmul/v4-2proc-min"
 REPEATS = 11
+WIDTH = 2                  # processes running the passes at once
 REFERENCE_SCORE_S = 0.025   # the score of the machine the tasks' time budgets are stated for
 SESSION_SCORES: list[float] = []   # this process's run scores so far (a session's speed: their median)
 SPEED_TOLERANCE = 0.25   # two sides' median scores further apart than this: different machine speeds (runs of one
@@ -47,10 +59,37 @@ def _one_pass() -> float:
   return time.perf_counter() - t0 + 0.0 * x
 
 
-def calibrate(repeats: int = REPEATS) -> dict:
-  """{"workload", "score_s" (the fastest pass, seconds: larger is slower), "passes_s"}."""
+def _passes(repeats: int) -> list[tuple[float, float]]:
+  """(start, end) of each pass on the monotonic clock every process of the machine shares."""
   np.tanh(np.ones((64, 64), np.float32) @ np.ones((64, 64), np.float32))   # first-call costs (BLAS start-up) are not speed
-  passes = [_one_pass() for _ in range(repeats)]
+  out = []
+  for _ in range(repeats):
+    t0 = time.monotonic()
+    _one_pass()
+    out.append((t0, time.monotonic()))
+  return out
+
+
+def overlapping(windows: list[list[tuple[float, float]]]) -> list[float]:
+  """The durations of the passes that ran while every process was still running: from the latest first start to the
+  earliest last end."""
+  lo, hi = max(w[0][0] for w in windows), min(w[-1][1] for w in windows)
+  return [e - s for w in windows for s, e in w if s >= lo and e <= hi]
+
+
+def calibrate(repeats: int = REPEATS, width: int = WIDTH) -> dict:
+  """{"workload", "score_s" (the fastest overlapping pass, seconds: larger is slower), "passes_s"}: `width` processes
+  (python -m bench.calibrate) started together, each running `repeats` passes once all are ready."""
+  procs = [subprocess.Popen([sys.executable, "-m", "bench.calibrate", str(repeats)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            cwd=_ROOT, text=True) for _ in range(width)]
+  try:
+    for p in procs: assert p.stdout.readline().strip() == "ready", "calibration process did not start"
+    for p in procs: p.stdin.write("go\n"); p.stdin.flush()
+    windows = [json.loads(p.communicate(timeout=120)[0]) for p in procs]
+  finally:
+    for p in procs:
+      if p.poll() is None: p.kill(); p.wait()
+  passes = overlapping(windows) or [e - s for w in windows for s, e in w]
   SESSION_SCORES.append(min(passes))
   return {"workload": WORKLOAD, "score_s": round(min(passes), 5), "passes_s": [round(p, 5) for p in passes],
           "session_median_s": round(statistics.median(SESSION_SCORES), 5)}
@@ -70,3 +109,9 @@ def speed_ratio(current: list[dict], baseline: list[dict]) -> float | None:
     return [c["score_s"] for c in cals if isinstance(c, dict) and c.get("workload") == WORKLOAD and c.get("score_s")]
   c, b = scores(current), scores(baseline)
   return statistics.median(c) / statistics.median(b) if c and b else None
+
+
+if __name__ == "__main__":   # one of calibrate()'s processes: ready, then the passes on "go", their windows as JSON
+  print("ready", flush=True)
+  sys.stdin.readline()
+  print(json.dumps(_passes(int(sys.argv[1]))), flush=True)
