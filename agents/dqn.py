@@ -9,8 +9,9 @@ What makes it fast:
 - one TinyJit call per gradient step does the Double-DQN loss, backward, Adam, and the target update
   (`tau` is an input: 0 on most steps, 1 on a hard copy), on a fixed-shape batch buffer written in
   place from the replay buffer (one numpy fancy-index, one copy, no new Tensors);
-- the update is captured in the constructor on a dummy batch with a zero step size (and the moments
-  zeroed after), so kernels are compiled and cached before training, and in the referee's warm-up;
+- the update is captured at the start of train() on a dummy batch with a zero step size (and the moments
+  zeroed after), so kernels are compiled and cached before training, and in the referee's warm-up; not in
+  the constructor, which the referee's evaluators run too (they only act);
 - acting on all envs is one jitted argmax; exploration noise is numpy.
 """
 from __future__ import annotations
@@ -121,12 +122,15 @@ class DQN:
     self.replay = Replay(cfg.buffer_size, self.cols.width)
     self._update = jit(self._update_fn)
     self.greedy = Greedy(lambda x: self._q(self.theta, x).argmax(-1), O, dtype=np.int32, rows=max(task.confirm_episodes, cfg.num_envs))
-    # capture the update now (zero step size, no target change), then forget the moments it touched
+    self.act(np.zeros((cfg.num_envs, O), np.float32))
+    self.profile["construct_s"] = time.perf_counter() - t0
+
+  def _capture(self) -> None:
+    """Capture the update (zero step size, no target change), then forget the moments it touched: at the start of
+    train(), so that an evaluator, which only acts, never spends seconds on it."""
     with self.profile.timed("capture_s"), Context(TRAINING=1):
       for _ in range(2): self._update(self.batch_in, self.lr_tau_in)
     self.adam.forget()
-    self.act(np.zeros((cfg.num_envs, O), np.float32))
-    self.profile["construct_s"] = time.perf_counter() - t0
 
   def _q(self, theta: Tensor, obs: Tensor) -> Tensor:
     if self.cfg.scale_obs: obs = (obs - self.obs_mid) * self.obs_inv_half
@@ -162,6 +166,7 @@ class DQN:
       self._update(self.batch_in, self.lr_tau_in)
 
   def train(self):
+    self._capture()
     cfg, N, prof = self.cfg, self.cfg.num_envs, self.profile
     obs, _ = self.envs.reset(seed=self.seed)
     autoreset = np.zeros(N, bool)   # gymnasium next-step autoreset: this step only resets these envs

@@ -10,8 +10,9 @@ What makes it fast:
 - one TinyJit call per gradient step does the critic, actor and alpha losses, their gradients, three
   Adam steps and the target update, on a fixed-shape batch buffer written in place from the numpy replay
   buffer; the Gaussian noise of the reparameterisation comes from numpy inside that batch (no RNG kernels);
-- the update is captured in the constructor with a zero step size (moments zeroed after), so its kernels
-  are compiled in the referee's untimed warm-up and cached;
+- the update is captured at the start of train() with a zero step size (moments zeroed after), so its kernels
+  are compiled in the referee's untimed warm-up and cached; not in the constructor, which the referee's
+  evaluators run too (they only act);
 - acting on all envs is one jitted call (noise as input), evaluation one per batch size (tanh(mean)).
 """
 from __future__ import annotations
@@ -134,13 +135,18 @@ class SAC:
     self._update = jit(self._update_fn)
     self._sample = jit(self._sample_fn)
     self.greedy = Greedy(lambda x: self._policy(self.actor, x)[0].tanh(), O, (A,), rows=task.confirm_episodes)
+    self.profile["construct_s"] = time.perf_counter() - t0
+
+  def _capture(self) -> None:
+    """Capture the update and the exploration kernels: at the start of train(), so that an evaluator, which only
+    acts, never spends seconds on them."""
     with self.profile.timed("capture_s"):
+      targets = copyout(self.critic_target, np.empty(self.critic_target.shape, np.float32))
       with Context(TRAINING=1):
         for _ in range(2): self._update(self.batch_in, self.lr_in)   # capture with step size 0 ...
       self.adam.forget()                                            # ... and forget the moments it touched
-      copyin(self.critic_target, critic)                            # tau is not zero: restore the targets
+      copyin(self.critic_target, targets)                           # tau is not zero: restore the targets
       for _ in range(2): self._sample(self.act_in)                  # exploration kernels too
-    self.profile["construct_s"] = time.perf_counter() - t0
 
   # --- networks ---
   def _policy(self, actor: Tensor, obs: Tensor) -> tuple[Tensor, Tensor]:
@@ -204,6 +210,7 @@ class SAC:
       self._update(self.batch_in, self.lr_in)
 
   def train(self):
+    self._capture()
     cfg, N, A, prof = self.cfg, self.cfg.num_envs, self.act_dim, self.profile
     obs, _ = self.envs.reset(seed=self.seed)
     autoreset = np.zeros(N, bool)   # gymnasium next-step autoreset: this step only resets these envs

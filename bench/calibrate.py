@@ -20,7 +20,6 @@ workload) were 0.115 s and 0.082 s while their PPO runs were equally fast. The n
 the score does: scores of different workloads are never compared."""
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import subprocess
@@ -31,7 +30,7 @@ import numpy as np
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-WORKLOAD = "python-loop+numpy-64-matmul/v4-2proc-min"
+WORKLOAD = "python-loop+numpy-64-matmul/v4-2proc-rounds-min"
 REPEATS = 11
 WIDTH = 2                  # processes running the passes at once
 REFERENCE_SCORE_S = 0.025   # the score of the machine the tasks' time budgets are stated for
@@ -59,39 +58,30 @@ def _one_pass() -> float:
   return time.perf_counter() - t0 + 0.0 * x
 
 
-def _passes(repeats: int) -> list[tuple[float, float]]:
-  """(start, end) of each pass on the monotonic clock every process of the machine shares."""
-  np.tanh(np.ones((64, 64), np.float32) @ np.ones((64, 64), np.float32))   # first-call costs (BLAS start-up) are not speed
-  out = []
-  for _ in range(repeats):
-    t0 = time.monotonic()
-    _one_pass()
-    out.append((t0, time.monotonic()))
-  return out
-
-
-def overlapping(windows: list[list[tuple[float, float]]]) -> list[float]:
-  """The durations of the passes that ran while every process was still running: from the latest first start to the
-  earliest last end."""
-  lo, hi = max(w[0][0] for w in windows), min(w[-1][1] for w in windows)
-  return [e - s for w in windows for s, e in w if s >= lo and e <= hi]
-
-
 def calibrate(repeats: int = REPEATS, width: int = WIDTH) -> dict:
-  """{"workload", "score_s" (the fastest overlapping pass, seconds: larger is slower), "passes_s"}: `width` processes
-  (python -m bench.calibrate) started together, each running `repeats` passes once all are ready."""
-  procs = [subprocess.Popen([sys.executable, "-m", "bench.calibrate", str(repeats)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+  """{"workload", "score_s" (the fastest round, seconds: larger is slower), "passes_s" (every round)}: `width`
+  processes (python -m bench.calibrate) each run one pass per round, all started together; a round lasts until the last
+  of them has finished its pass."""
+  procs = [subprocess.Popen([sys.executable, "-m", "bench.calibrate"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             cwd=_ROOT, text=True) for _ in range(width)]
+  rounds = []
   try:
-    for p in procs: assert p.stdout.readline().strip() == "ready", "calibration process did not start"
-    for p in procs: p.stdin.write("go\n"); p.stdin.flush()
-    windows = [json.loads(p.communicate(timeout=120)[0]) for p in procs]
+    for p in procs:
+      if p.stdout.readline().strip() != "ready": raise RuntimeError("a calibration process did not start")
+    for _ in range(repeats):
+      t0 = time.monotonic()
+      for p in procs: p.stdin.write("go\n"); p.stdin.flush()
+      for p in procs:
+        if p.stdout.readline().strip() != "done": raise RuntimeError("a calibration process stopped")
+      rounds.append(time.monotonic() - t0)
   finally:
     for p in procs:
-      if p.poll() is None: p.kill(); p.wait()
-  passes = overlapping(windows) or [e - s for w in windows for s, e in w]
-  SESSION_SCORES.append(min(passes))
-  return {"workload": WORKLOAD, "score_s": round(min(passes), 5), "passes_s": [round(p, 5) for p in passes],
+      try: p.stdin.close()
+      except OSError: pass
+      try: p.wait(timeout=5)
+      except subprocess.TimeoutExpired: p.kill(); p.wait()
+  SESSION_SCORES.append(min(rounds))
+  return {"workload": WORKLOAD, "score_s": round(min(rounds), 5), "passes_s": [round(r, 5) for r in rounds],
           "session_median_s": round(statistics.median(SESSION_SCORES), 5)}
 
 
@@ -111,7 +101,9 @@ def speed_ratio(current: list[dict], baseline: list[dict]) -> float | None:
   return statistics.median(c) / statistics.median(b) if c and b else None
 
 
-if __name__ == "__main__":   # one of calibrate()'s processes: ready, then the passes on "go", their windows as JSON
+if __name__ == "__main__":   # one of calibrate()'s processes: "ready", then one pass for each "go", "done" after it
+  np.tanh(np.ones((64, 64), np.float32) @ np.ones((64, 64), np.float32))   # first-call costs (BLAS start-up) are not speed
   print("ready", flush=True)
-  sys.stdin.readline()
-  print(json.dumps(_passes(int(sys.argv[1]))), flush=True)
+  for _ in sys.stdin:
+    _one_pass()
+    print("done", flush=True)

@@ -25,7 +25,9 @@ class EvalSeeds:
     return [int(s) for s in ss.generate_state(n, dtype=np.uint32)]
 
 
-def evaluate(task, policy: Callable[[np.ndarray], np.ndarray], seeds: list[int]) -> np.ndarray:
+def evaluate(task, policy: Callable[[np.ndarray], np.ndarray], seeds: list[int], info: dict | None = None) -> np.ndarray:
   """One episode per seed with `policy(obs_batch) -> actions`, every batch of actions checked against the interface
-  (check_actions); the returns of the episodes (envs.Task.run_episodes)."""
-  return task.run_episodes(policy, seeds, check=check_actions)
+  (check_actions); the returns of the episodes (envs.Task.run_episodes). The episodes stop once their mean can no
+  longer reach the task's threshold (where the task states the most a step pays): the pass or fail is the same as
+  with every episode run out, the returns are then upper bounds and `info["curtailed_at"]` says at which step."""
+  return task.run_episodes(policy, seeds, check=check_actions, give_up_below=task.threshold, info=info)

@@ -13,8 +13,9 @@ from functools import lru_cache
 
 import pandas as pd
 
-SCHEMA_VERSION = 7                 # 6: lines signed (bench/signing.py); 7: evaluation of a snapshot, freezer, budget_scale
-READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7)
+SCHEMA_VERSION = 8                 # 6: lines signed (bench/signing.py); 7: evaluation of a snapshot, freezer, budget_scale;
+                                   # 8: evaluations stop once they cannot pass (a curve point's curtailed_at; its return a bound)
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8)
 GENESIS = "0" * 64                 # prev_sha256 of a file's first record
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # the reference agents' configuration overrides (agents/common.py overridden): a run made with one is not the reference's
@@ -89,8 +90,10 @@ class RunRecord:
                agent_env={k: os.environ[k] for k in AGENT_VARS if os.environ.get(k)},
                timestamp=datetime.now(UTC).isoformat(timespec="seconds"))
 
-  def add_eval(self, t: float, steps: int, ret: float) -> None:
-    self.curve.append({"t": round(t, 6), "steps": int(steps), "return": float(ret)})
+  def add_eval(self, t: float, steps: int, ret: float, curtailed_at: int | None = None) -> None:
+    """One evaluation on the curve; `curtailed_at`: it stopped at that step because its mean could no longer reach the
+    threshold, and `return` is then an upper bound (bench/evaluation.py)."""
+    self.curve.append({"t": round(t, 6), "steps": int(steps), "return": float(ret), **({"curtailed_at": int(curtailed_at)} if curtailed_at else {})})
 
   def finish_solved(self, t: float, steps: int, confirm: float) -> None:
     self.status, self.solved = "solved", True
@@ -217,7 +220,8 @@ def load_runs(paths: str | list[str], public_key=None) -> pd.DataFrame:
 
 
 def load_curves(paths: str | list[str] | pd.DataFrame) -> pd.DataFrame:
-  """Learning curves, tidy: one row per evaluation (agent, task, seed, role, t, steps, return)."""
+  """Learning curves, tidy: one row per evaluation (agent, task, seed, role, t, steps, return; curtailed_at where the
+  evaluation stopped once it could not pass: its return is then an upper bound)."""
   runs = paths if isinstance(paths, pd.DataFrame) else load_runs(paths)
   if runs.empty: return pd.DataFrame(columns=["agent", "task", "seed", "role", "t", "steps", "return"])
   keys = ["agent", "task", "seed", "role", "kernel_cache", "timestamp"]

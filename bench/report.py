@@ -173,7 +173,7 @@ def _log_125(ax, axis: str) -> None:
 def plot_learning_curves(runs: pd.DataFrame, path: str) -> str:
   """One panel per task: mean evaluation return against training wall-clock (log), median across seeds with the
   inter-quartile band where most seeds have a value; every evaluation a dot (the untrained one at the left edge);
-  threshold dashed."""
+  threshold dashed. An evaluation that stopped once it could no longer pass shows the upper bound of its mean."""
   timed = runs[runs["role"] == "timed"]
   tasks, agents = sorted(timed["task"].unique()), sorted(timed["agent"].unique())
   colors = _colors(agents)
@@ -205,7 +205,7 @@ def plot_learning_curves(runs: pd.DataFrame, path: str) -> str:
     ax.set_xlim(left, right)
     _log_125(ax, "x")
     ax.set_xlabel("training clock (s, log; evaluations of the untrained policy at the left edge)")
-    ax.set_ylabel("mean evaluation return")
+    ax.set_ylabel("mean evaluation return (below the threshold: at most)")
     ax.set_title(f"{task}: learning curves", fontsize=10)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize=8.5, ncol=2, frameon=False)
     ax.grid(alpha=0.3)

@@ -396,7 +396,7 @@ def _run(rec: RunRecord, agent: AgentSpec, task, seed: int, config: RefereeConfi
                                 f"{what}: runs side by side each keep to their own cores (PROTOCOL.md section 14)")
     return rep
 
-  def run_eval(n: int, fresh: bool) -> float:
+  def run_eval(n: int, fresh: bool, info: dict) -> float:
     """One evaluation of the policy as it is now. The training process (frozen) gives a snapshot, on the clock; an
     evaluator process restores it and answers act() off the clock, its CPU capped; nothing reaches the training process.
     An agent whose snapshot holds nothing is evaluated in place: its act() calls are on the clock."""
@@ -413,7 +413,7 @@ def _run(rec: RunRecord, agent: AgentSpec, task, seed: int, config: RefereeConfi
         act_times.append(time.perf_counter() - t1)
         return rep.actions
       c1 = clock.elapsed
-      try: return float(evaluate(task, policy, seeds.next(n)).mean())
+      try: return float(evaluate(task, policy, seeds.next(n), info).mean())
       finally:
         br["eval_on_clock_s"] += clock.elapsed - c1
         br["eval_s"] += time.perf_counter() - t0
@@ -451,7 +451,7 @@ def _run(rec: RunRecord, agent: AgentSpec, task, seed: int, config: RefereeConfi
       except TimeoutError: raise RunFailed("failed", f"hang: no reply from restore() for {config.hang_timeout_s:g} s") from None
       except RunFailed as e: raise RunFailed(e.status, f"in its evaluator: {e.reason}") from None
       over_cpu()
-      ret = float(evaluate(task, policy, seeds.next(n)).mean())
+      ret = float(evaluate(task, policy, seeds.next(n), info).mean())
       over_cpu()
       return ret
     finally:
@@ -482,10 +482,11 @@ def _run(rec: RunRecord, agent: AgentSpec, task, seed: int, config: RefereeConfi
 
     def passes(steps: int) -> bool:
       """A regular evaluation; a pass counts only if a confirmation evaluation (new seeds, a fresh evaluator) agrees."""
-      rec.add_eval(clock.elapsed, steps, ret := run_eval(task.eval_episodes, fresh=False))
+      ret = run_eval(task.eval_episodes, fresh=False, info=(info := {}))
+      rec.add_eval(clock.elapsed, steps, ret, info.get("curtailed_at"))
       if ret < task.threshold: return False
-      confirm = run_eval(task.confirm_episodes, fresh=True)
-      rec.confirmations.append({"t": clock.elapsed, "steps": steps, "return": confirm})
+      confirm = run_eval(task.confirm_episodes, fresh=True, info=(info := {}))
+      rec.confirmations.append({"t": clock.elapsed, "steps": steps, "return": confirm, **info})
       return confirm >= task.threshold
     # the untrained policy: a (confirmed) pass here is flagged, never counted as a solve
     if passes(0):

@@ -39,6 +39,8 @@ class Task:
   extra: str | None = None          # the pyproject extra that installs the environment
   step_floor: int = 0               # a confirmed pass with fewer env steps is flagged, not solved (set by this project:
                                     # a sanity bar well under the fewest steps any reference run has needed)
+  max_step_reward: float | None = None   # the most one step can pay (the environment's definition); where known, an
+                                         # evaluation stops once its mean can no longer reach the threshold
 
   def __post_init__(self):
     if self.eval_every_steps is None and self.eval_every_seconds is None:
@@ -98,21 +100,34 @@ class Task:
       limit = self.env_kwargs.get("max_episode_steps") or gym.spec(self.env_id).max_episode_steps
     return int(limit or 100_000)
 
-  def run_episodes(self, policy: Callable, seeds: list[int], check: Callable = lambda actions, space, n: actions) -> np.ndarray:
+  def run_episodes(self, policy: Callable, seeds: list[int], check: Callable = lambda actions, space, n: actions,
+                   give_up_below: float | None = None, info: dict | None = None) -> np.ndarray:
     """One episode per seed, all at once in a sync vector env, with `policy(obs_batch) -> actions`; `check(actions,
     space, n)` validates what the policy returned and gives what to step with. The policy always receives the full batch
     (len(seeds) observations, finished envs included), so that it sees one fixed batch size; actions of finished envs
-    are ignored. Returns the undiscounted return of each episode (the referee's evaluation, and agents/run.py's)."""
-    n = len(seeds)
+    are ignored. Returns the undiscounted return of each episode (the referee's evaluation, and agents/run.py's).
+
+    With `give_up_below` (a mean return) on a task that states its `max_step_reward`, the episodes stop as soon as
+    their mean could not reach it even if every unfinished episode earned the most a step pays until its time limit.
+    The decision "mean >= give_up_below" is then the same as with every episode run out, and the returns given are
+    upper bounds (a finished episode's return; an unfinished one's so far plus the most its remaining steps could pay),
+    their mean below give_up_below; `info["curtailed_at"]` is the step count at which they stopped."""
+    n, limit = len(seeds), self.max_episode_steps()
     envs = self.gym_make_vec(n, vectorization_mode="sync")
+    can_give_up = give_up_below is not None and self.max_step_reward is not None
     try:
       obs, _ = envs.reset(seed=seeds)
       returns, done = np.zeros(n), np.zeros(n, dtype=bool)
-      for _ in range(self.max_episode_steps()):
+      for t in range(limit):
         obs, rew, term, trunc, _ = envs.step(check(policy(obs), envs.single_action_space, n))
         returns += np.where(done, 0.0, rew)
         done |= term | trunc
         if done.all(): break
+        if can_give_up:
+          bounds = returns + np.where(done, 0.0, self.max_step_reward * (limit - t - 1))
+          if bounds.mean() < give_up_below:
+            if info is not None: info["curtailed_at"] = t + 1
+            return bounds
       return returns
     finally:
       envs.close()
@@ -132,6 +147,7 @@ TASKS: dict[str, Task] = {t.name: t for t in [
     time_budget_s=120.0, step_budget=500_000,
     eval_episodes=10, confirm_episodes=100, eval_every_steps=2048,
     step_floor=2_000, min_solve_rate=0.9, tiers=("quick",), agents=("ppo", "ppo_jit", "dqn"),
+    max_step_reward=1.0,    # +1 every step
   ),
   Task(
     name="Acrobot-v1", env_id="Acrobot-v1",
@@ -139,6 +155,7 @@ TASKS: dict[str, Task] = {t.name: t for t in [
     time_budget_s=300.0, step_budget=500_000,
     eval_episodes=10, confirm_episodes=100, eval_every_steps=4096,
     step_floor=2_000, min_solve_rate=0.9, tiers=("quick",), agents=("ppo", "ppo_jit", "dqn"),
+    max_step_reward=0.0,    # -1 a step until the goal, 0 on reaching it
   ),
   Task(
     name="Pendulum-v1", env_id="Pendulum-v1",
@@ -147,6 +164,7 @@ TASKS: dict[str, Task] = {t.name: t for t in [
     time_budget_s=300.0, step_budget=100_000,
     eval_episodes=10, confirm_episodes=100, eval_every_steps=2000,
     step_floor=1_000, min_solve_rate=0.9, tiers=("quick",), agents=("sac", "ppo"),
+    max_step_reward=0.0,    # minus a cost (angle, speed, torque), never positive
   ),
   # --- standard: CPU, under an hour (extra `box2d` for LunarLander) ---
   Task(
@@ -162,6 +180,7 @@ TASKS: dict[str, Task] = {t.name: t for t in [
     time_budget_s=600.0, step_budget=300_000,
     eval_episodes=10, confirm_episodes=100, eval_every_steps=5_000,
     step_floor=2_500, min_solve_rate=0.9, tiers=("standard",), agents=("dqn",),
+    max_step_reward=-1.0,   # -1 every step
   ),
   Task(
     name="MountainCarContinuous-v0", env_id="MountainCarContinuous-v0",
