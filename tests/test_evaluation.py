@@ -77,3 +77,18 @@ def test_a_task_that_does_not_state_what_a_step_pays_is_never_cut_short():
   task = dataclasses.replace(CARTPOLE, max_step_reward=None)
   returns, calls, at = run(task, one_falls, list(range(100, 110)), task.threshold)
   assert at is None and calls == 500 and returns.mean() < task.threshold
+
+
+def test_the_record_says_which_evaluations_stopped_early():
+  """Through the referee: LuckyPass passes its regular evaluations and pushes left on every confirmation batch. Each
+  confirmation stops at its first fallen pole with the bound as its return; the regular evaluations, which pass, run
+  out and give their true mean."""
+  from bench.runner import run_one
+  from tests.test_referee import CONFIG, TASK, fake
+  task = dataclasses.replace(TASK, max_step_reward=1.0, step_budget=3000)
+  rec = run_one(fake("LuckyPass"), task, 0, CONFIG)
+  assert rec.status == "unsolved" and len(rec.confirmations) >= 2, rec.failure_reason
+  for c in rec.confirmations: assert 0 < c["curtailed_at"] <= 20 and c["return"] < task.threshold
+  passed = [p for p in rec.curve if p["steps"] > 0]
+  assert passed and all("curtailed_at" not in p and p["return"] >= task.threshold for p in passed)
+  assert "curtailed_at" in rec.curve[0] and rec.curve[0]["return"] < task.threshold     # the untrained policy falls
