@@ -150,21 +150,19 @@ def test_the_speed_calibration_is_a_fixed_workload_scored_by_its_fastest_pass():
 
 def test_the_speed_calibration_sees_how_many_cores_there_are():
   """Issue 26: an agent's tree uses more than one core, so the workload runs in two processes at once and a round lasts
-  until both have finished a pass. Held to one core (the affinity the processes inherit), a round takes about two
-  passes; one pass alone (v3) could not tell one core from two."""
+  until both have finished a pass. Held to one core (the affinity the processes inherit), a round of two takes about
+  two passes, where one process (v3) took one: one pass alone could not tell one core from two."""
   import os
 
   from bench.calibrate import calibrate
   cores = os.sched_getaffinity(0)
-  if len(cores) < 2: pytest.skip("needs two cores")
-  two = calibrate(repeats=5, width=2)["score_s"]
   os.sched_setaffinity(0, {min(cores)})
   try:
     one_core = calibrate(repeats=5, width=2)["score_s"]
     alone = calibrate(repeats=5, width=1)["score_s"]
   finally:
     os.sched_setaffinity(0, cores)
-  assert one_core > 1.5 * two and one_core > 1.5 * alone, (two, one_core, alone)
+  assert one_core > 1.6 * alone, (one_core, alone)
 
 
 def test_the_speed_calibration_never_computes_on_subnormal_floats():
