@@ -5,11 +5,11 @@ PPO CartPole at 1.7 s and 4 s.
 The workload is what a small RL agent's process does on the CPU: Python-level loop work (an environment's step, the
 agent's bookkeeping) and many small float32 matrix products (a 64-wide MLP). One pass is ~0.024 s on a 2-core EPYC VM.
 WIDTH processes run it at once, one pass each per round, and a round lasts until the last of them has finished: an
-agent's tree runs on more than one core (the references' training processes used 1.2-1.45 CPU-s per second of their
+agent's tree runs on more than one core (the references' training processes used 1.07-1.45 CPU-s per second of their
 clock: tinygrad's CPU queue runs kernels on a worker thread beside Python's dispatch, and compiles in processes of its
 own), and one process (v3) missed that: under a CPU quota of half a core on 2 cores it scored 1.6-1.9x slower where
-the references ran 3-4x slower (issue 26). Rounds, not single passes: under a quota the fastest single pass of two
-processes was lucky (one got the quota while the other waited) and scored 2.6-3.1x; a round cannot finish faster than
+the references ran 2.6-4.4x slower (issue 26). Rounds, not single passes: under a quota the fastest single pass of two
+processes was lucky (one got the quota while the other waited) and scored 2.6-3.5x; a round cannot finish faster than
 the quota lets both passes run. A run's score is the *fastest* round (interference only ever slows one), and a
 session's speed the median of its runs' scores (the stored-baseline check compares those).
 
