@@ -1,5 +1,5 @@
 """Reference agents, one file each. An agent is a class `Agent(task, seed)` with `train()` (a generator
-yielding cumulative env steps after each update) and `act(obs_batch) -> actions`; see bench/agent_api.py.
+yielding cumulative env steps after each update) and `act(obs_batch) -> actions`; see bench/referee/agent_api.py.
 Each runs on its own: `python -m agents.ppo --task CartPole-v1 --seed 0` (agents/run.py)."""
 
 # name -> "module:Class"; these names are accepted by `--agent` (peers, other libraries: bench/peers/)
@@ -9,6 +9,9 @@ REFERENCE_AGENTS: dict[str, str] = {
   "dqn": "agents.dqn:DQN",
   "sac": "agents.sac:SAC",
 }
+# the environment variables that override a reference's Config (agents/common.py overridden): a run made with one set is
+# not the reference's, and its record says so (bench/referee/records.py AGENT_VARS)
+CONFIG_VARS = ("PPO_CONFIG", "PPO_JIT_CONFIG", "DQN_CONFIG", "SAC_CONFIG")
 
 
 def load_class(target: str) -> type:
@@ -19,7 +22,8 @@ def load_class(target: str) -> type:
   import importlib.util
   import sys
   target = REFERENCE_AGENTS.get(target, target)
-  if ":" not in target: raise ValueError(f"{target!r}: expected 'package.module:Class', 'path/to/file.py:Class' or one of {', '.join(REFERENCE_AGENTS)}")
+  if ":" not in target:
+    raise ValueError(f"{target!r}: expected 'package.module:Class', 'path/to/file.py:Class' or one of {', '.join(REFERENCE_AGENTS)}")
   where, cls_name = target.rsplit(":", 1)
   if where.endswith(".py"):
     mod_name = "rlspeedrun_entry_" + hashlib.sha1(where.encode()).hexdigest()[:8]

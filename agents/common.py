@@ -71,7 +71,8 @@ def overridden(cfg, var: str):
   fields, changes = {f.name: f for f in dataclasses.fields(cfg)}, {}
   for item in text.replace(",", " ").split():
     key, sep, value = item.partition("=")
-    if not sep or key not in fields: raise ValueError(f"{var}: {item!r} is not FIELD=VALUE with a field of {type(cfg).__name__} ({', '.join(fields)})")
+    if not sep or key not in fields:
+      raise ValueError(f"{var}: {item!r} is not FIELD=VALUE with a field of {type(cfg).__name__} ({', '.join(fields)})")
     old = getattr(cfg, key)
     try: changes[key] = (value.lower() in ("1", "true", "yes")) if isinstance(old, bool) else type(old)(value) if old is not None else value
     except ValueError: raise ValueError(f"{var}: {key}={value!r} is not a {type(old).__name__}") from None

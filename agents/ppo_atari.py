@@ -1,17 +1,33 @@
-"""PPO on pixels (MinAtar, Atari): what changes from agents/ppo.py's discrete PPO, whose loop it runs. A conv torso
-(ReLU) and one dense layer of `hidden` are shared by actor and critic (as CleanRL's ppo_atari), then one head
-H -> [A logits | value]. Images come (C, H, W), flattened in the buffers. Runs on its own:
+"""PPO on pixels (MinAtar, Atari): a categorical policy on agents/ppo_base.py's loop, over a conv torso (ReLU) and one
+dense layer of `hidden` shared by actor and critic (as CleanRL's ppo_atari), then one head H -> [A logits | value].
+Images come (C, H, W), flattened in the buffers. The reference name `ppo` builds this class on such tasks
+(agents/ppo.py). Runs on its own:
 `python -m agents.ppo_atari --task Breakout-MinAtar-v1` (extra `atari`). Settings: agents/TUNING.md (not yet tuned
 on a GPU box).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from tinygrad import Tensor
 
 from agents.common import orthogonal
-from agents.ppo import PPO, Config
+from agents.ppo_base import LoopConfig, PPOBase
 
+
+@dataclass(frozen=True)
+class Config(LoopConfig):
+  """The loop's settings (agents/ppo_base.py) and the conv network's."""
+  hidden: int = 32
+  """units of the dense layer after the conv layers, shared by actor and critic"""
+  conv: tuple[tuple[int, int, int], ...] = ()
+  """conv layers (channels, kernel, stride) + ReLU, then one dense layer of `hidden` shared by actor and critic"""
+  obs_scale: float = 1.0
+  """observations are multiplied by this first (1/255 for Atari frames)"""
+
+
+# per-task settings, as data; why each: agents/TUNING.md
 TASK_CONFIGS: dict[str, Config] = {
   "Breakout-MinAtar-v1": Config(num_envs=64, num_steps=128, epochs=4, minibatches=8, lr=5e-4, ent_coef=0.01,
                                 hidden=128, conv=((16, 3, 1),)),
@@ -20,7 +36,8 @@ TASK_CONFIGS: dict[str, Config] = {
 }
 
 
-class PPOAtari(PPO):
+class PPOAtari(PPOBase):
+  Config = Config
   TASK_CONFIGS = TASK_CONFIGS
   shared_act_graph = False   # pixels: a conv pass over 100 padded frames at every rollout step would cost more
 

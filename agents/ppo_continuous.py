@@ -1,27 +1,43 @@
-"""PPO for continuous actions (Box): what changes from agents/ppo.py's discrete PPO, whose loop it runs. The
+"""PPO for continuous actions (Box) on vector observations, on agents/ppo_base.py's loop and block-diagonal MLP. The
 policy is a Gaussian around the actor's output, with a state-independent log-std per action dimension, or with
 gSDE (generalized state-dependent exploration, Raffin et al. 2022): the noise is the actor's last hidden layer
 times a random (hidden, actions) matrix per env, held for `sde_sample_freq` steps. Actions are clipped to the
 space's bounds for the env; the log-probability is of the unclipped sample. Greedy actions are the mean.
-Runs on its own: `python -m agents.ppo_continuous --task Pendulum-v1`. Settings: agents/TUNING.md.
+The reference name `ppo` builds this class on such tasks (agents/ppo.py). Runs on its own: `python -m
+agents.ppo_continuous --task Pendulum-v1`. Settings: agents/TUNING.md.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import gymnasium as gym
 import numpy as np
 from tinygrad import Tensor
 
-from agents.ppo import PPO, Config
+from agents.ppo_base import MLPConfig, PPOBase, block_mlp, block_mlp_forward
 
+
+@dataclass(frozen=True)
+class Config(MLPConfig):
+  """The loop's settings and the MLP's (agents/ppo_base.py), and the Gaussian policy's."""
+  log_std_init: float = 0.0
+  """initial log-std of the Gaussian policy (state-independent, or gSDE's)"""
+  gsde: bool = False
+  """generalized state-dependent exploration (Raffin et al. 2022): noise = latent @ a random matrix"""
+  sde_sample_freq: int = -1
+  """gSDE: redraw the noise matrices every n steps (-1: once per rollout)"""
+
+
+# per-task settings, as data; why each: agents/TUNING.md
 TASK_CONFIGS: dict[str, Config] = {
   "Pendulum-v1": Config(num_envs=16, num_steps=256, minibatches=64, epochs=10, gamma=0.9, gae_lambda=0.95, lr=1e-3,
                         hidden=64, layers=2, gsde=True, sde_sample_freq=4),
 }
 
 
-class PPOContinuous(PPO):
+class PPOContinuous(PPOBase):
+  Config = Config
   TASK_CONFIGS = TASK_CONFIGS
 
   def _action_space(self, space: gym.spaces.Box) -> None:
@@ -33,9 +49,12 @@ class PPOContinuous(PPO):
 
   def _net(self):
     """The block-diagonal MLP, and the log-std: one per (latent unit, action) with gSDE, else one per action."""
-    layout, weights, masks = super()._net()
+    layout, weights, masks = block_mlp(self.rng, self.obs_dim, self.n_actions, self.cfg.hidden, self.cfg.layers)
     std_shape = (self.cfg.hidden, self.n_actions) if self.cfg.gsde else (self.n_actions,)
     return layout + [("log_std", std_shape)], weights + [np.full(std_shape, self.cfg.log_std_init, np.float32)], masks
+
+  def _forward(self, obs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    return block_mlp_forward(self._params(), self.masks, obs, self.cfg.hidden, self.n_actions)
 
   def _noise(self, shape: tuple[int, int]) -> np.ndarray:
     return self.rng.standard_normal(shape)

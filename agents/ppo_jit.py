@@ -1,11 +1,11 @@
 """PPO whose iteration runs on the device in TinyJit calls: the rollout of num_envs tinygrad-native envs
 (envs/batched.py), GAE, and every epoch's minibatch updates, with nothing read back while training but the step count
 the agent reports. The PureJaxRL recipe in tinygrad: on a GPU nothing crosses to the host while training; on a CPU it
-removes the per-step Python and copies (agents/ppo.py steps gymnasium's envs and copies observations every step).
+removes the per-step Python and copies (agents/ppo_base.py steps gymnasium's envs and copies observations every step).
 Runs on its own: `python -m agents.ppo_jit --task CartPole-v1`. Discrete actions: CartPole-v1, Acrobot-v1, MountainCar-v0.
 
 How it is built (tinygrad 0.14; ../shared/tinygrad-notes.md):
-- actor and critic are one block-diagonal MLP in one flat parameter buffer, Adam's moments in another (agents/ppo.py);
+- actor and critic are one block-diagonal MLP in one flat parameter buffer, Adam's moments in another (agents/ppo_base.py);
 - three jitted calls: `steps_per_call` rollout steps (forward, Gumbel-max sample, env transition) appended to a
   device buffer; the batch (log-probabilities, values, the critic on every reached observation to bootstrap
   truncated episodes, GAE as one masked sum); `updates_per_call` minibatch updates. With both settings 0 the whole

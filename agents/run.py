@@ -29,7 +29,7 @@ def evaluate(agent, task, episodes: int, seed: int) -> float:
 
 
 def check(actions, space: gym.Space, n: int) -> np.ndarray:
-  """What the referee refuses too (bench/agent_api.py check_actions), said with the fix; the actions to step with."""
+  """What the referee refuses too (bench/referee/agent_api.py check_actions), said with the fix; the actions to step with."""
   if not isinstance(actions, np.ndarray):
     sys.exit(f"act() returned a {type(actions).__name__}: return a numpy array (np.asarray(actions))")
   want = (n,) if isinstance(space, gym.spaces.Discrete) else (n, *space.shape)

@@ -14,24 +14,21 @@ Ray actors on one node, never pin runs to the same core.
 from __future__ import annotations
 
 import collections
-import dataclasses
 import fcntl
-import json
 import os
 import platform
 import queue
-import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 
-from bench.agent_api import AgentError
-from bench.records import RunRecord
-from bench.worker import agent_arg, ask, die_with_parent, referee_json
+from bench import ROOT
+from bench.referee.agent_api import AgentError
+from bench.referee.config import known_fields
+from bench.referee.procs import die_with_parent
+from bench.referee.records import RunRecord
+from bench.worker_client import WorkerClient, WorkerDied
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOCK_DIR = os.path.join(tempfile.gettempdir(), "rlspeedrun-cores")
 # the thread pools of the agent's process, told how many cores its slot has (tinygrad's CPU kernels and its compile
 # pool size themselves from NUM_CPU_THREADS; numpy's BLAS and torch's intra-op pool from the OpenMP-style variables)
@@ -112,7 +109,8 @@ def plan(workers: int, device: str | None, devices: list[str] | None = None, cor
   out evenly) and a device each (`devices`; else on a GPU `DEV:i` for slot i; on the CPU, CPU)."""
   cores = allowed_cores() if cores is None else cores
   if devices:
-    if workers not in (1, len(devices)): raise PlacementError(f"--workers {workers} with {len(devices)} --devices: give one or the other, or as many workers as devices")
+    if workers not in (1, len(devices)):
+      raise PlacementError(f"--workers {workers} with {len(devices)} --devices: give one or the other, or as many workers as devices")
     workers = len(devices)
   k = cores_per_run or len(cores) // workers
   if k < 1 or k * workers > len(cores):
@@ -127,7 +125,7 @@ def plan(workers: int, device: str | None, devices: list[str] | None = None, cor
 
 
 def slot_referee(fields: dict, placement: dict) -> dict:
-  """The referee's settings (bench/worker.py referee_json's fields) for the runs of one slot: its device, its placement
+  """The referee's settings (RefereeConfig.to_json's fields) for the runs of one slot: its device, its placement
   (recorded with every run), and its agent's thread pools told how many cores it has."""
   return {**fields, "device": placement["device"], "placement": placement,
           "extra_env": {**fields.get("extra_env", {}), **thread_env(len(placement["cores"]))}}
@@ -141,42 +139,26 @@ def most_beside(span, others) -> int:
 
 
 class LocalSlot:
-  """A slot on this machine: `python -m bench.worker` for one (agent, task), pinned to its cores before it starts."""
+  """A slot on this machine: a worker (`python -m bench.worker`) for one (agent, task), pinned to its cores before it starts."""
   def __init__(self, placement: dict, agent, task, referee, scratch: str):
     self.placement = {**placement, "scheduler": "local", "host": platform.node()}
-    fields = slot_referee(referee_json(referee), self.placement)
     records = os.path.join(scratch, f"slot-{placement['slot']}-{time.monotonic_ns()}.jsonl")   # the worker's own copy
     cores = placement["cores"]
     def start() -> None:
       os.sched_setaffinity(0, cores)
       die_with_parent()
-    self.log = tempfile.TemporaryFile()
-    self.proc = subprocess.Popen([sys.executable, "-m", "bench.worker", "--agent", agent_arg(agent), "--task", task.name,
-                                  "--referee", json.dumps(fields), "--records", records], cwd=ROOT, text=True,
-                                 env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))},
-                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, preexec_fn=start,
-                                 start_new_session=True)   # Ctrl-C reaches the session, which ends the slots itself
+    self.client = WorkerClient(ROOT, agent, task, slot_referee(referee.to_json(), self.placement), records, before_exec=start,
+                               name=f"the referee process of slot {placement['slot']}",
+                               new_session=True)   # Ctrl-C reaches the session, which ends the slots itself
 
   def call(self, line: str) -> dict:
-    if (rep := ask(self.proc, line)) is not None: return rep
-    try: code = self.proc.wait(timeout=10)
-    except subprocess.TimeoutExpired: code = "still running"
-    self.log.seek(0)
-    tail = self.log.read().decode(errors="replace")[-1500:].strip()
-    how = f"killed by signal {signal.Signals(-code).name}" if isinstance(code, int) and code < 0 else f"exit code {code}"
-    raise SlotDied(f"the referee process of slot {self.placement['slot']} (pid {self.proc.pid}) died during {line!r} ({how})"
-                   + (f"; its output ended with:\n{tail}" if tail else ""))
+    try: return self.client.call(line)
+    except WorkerDied as e: raise SlotDied(str(e)) from None
 
-  def close(self) -> None:
-    if self.proc.poll() is None:
-      self.proc.terminate()      # the worker ends its run and kills its agent (bench/worker.py)
-      try: self.proc.wait(timeout=30)
-      except subprocess.TimeoutExpired: self.proc.kill()
-    self.proc.wait()
-    self.log.close()
+  def close(self) -> None: self.client.close(timeout=30, terminate=True)   # the worker ends its run and kills its agent
 
 
-class _Runner(threading.Thread):
+class SlotThread(threading.Thread):
   """A slot and the thread that talks to it: runs the lines it is given, one at a time, and posts each answer (or the
   exception) to the session's queue. The slot is made on the first line, in this thread."""
   def __init__(self, make, placement: dict, events: queue.Queue):
@@ -211,87 +193,110 @@ class Pool:
   def __init__(self, placements: list[dict], make, label: str = "local"):
     self.placements, self.make, self.label = placements, make, label
 
-  def run_pair(self, suite, seeds: list[int], cold_seed: int | None) -> None:
+  def run_pair(self, pair, seeds: list[int], cold_seed: int | None) -> None:
     """The pair's warm-ups (every slot), its cold-start run (one slot, alone), then its timed runs side by side; each record
-    goes to `suite.adopt` as it finishes (not to pytest-benchmark's timer: the test adds them in seed order). Raises
+    goes to `pair.adopt` as it finishes (not to pytest-benchmark's timer: the test adds them in seed order). Raises
     AgentError when a warm-up fails (the pair's runs would all fail the same way) or no slot could start."""
-    events: queue.Queue = queue.Queue()
-    make = lambda p: self.make(p, suite.agent, suite.task, suite.config, suite.workdir)
-    runners = [_Runner(make, p, events) for p in self.placements]
-    restarts = collections.Counter()
-    spans: dict[tuple, list] = {}     # (seed, role) -> [start, end or None]: who ran beside whom
-    died: list[str] = []
-
-    def wait():
-      while True:
-        try: return events.get(timeout=0.5)
-        except queue.Empty: continue
-
-    def finish(r: _Runner | None, role: str, seed: int, rep: dict | SlotDied) -> None:
-      span = spans[(seed, role)]
-      span[1] = time.monotonic()
-      beside = most_beside(span, [v for k, v in spans.items() if k != (seed, role)])
-      # the slot's own placement (a Ray actor's node and cores) once it started; none for a run that never got one
-      where = {"workers": len(self.placements)} if r is None else getattr(r.slot, "placement", None) or r.placement
-      if isinstance(rep, SlotDied): rec = self._lost(suite, where, seed, role, str(rep))
-      elif "record" not in rep: rec = self._lost(suite, where, seed, role, f"its slot answered {rep}")
-      else: rec = RunRecord(**{k: v for k, v in rep["record"].items() if k in {f.name for f in dataclasses.fields(RunRecord)}})
-      rec.placement = {**(rec.placement or where), "beside": beside}    # the most other runs at once during it
-      suite.adopt(rec, timer=False)
-
+    schedule = Schedule(self, pair)
     try:
-      # the warm-ups, every slot at once; one that fails fails the pair (its agent breaks the same way everywhere)
-      for r in runners: r.submit("warm-up")
-      live, errors = [], []
-      for _ in runners:
-        r, _, rep = wait()
-        if isinstance(rep, SlotDied): died.append(str(rep))
-        elif "error" in rep: errors.append(rep["error"])
-        else: live.append(r)
-      if errors: raise AgentError(errors[0])
-      if not live: raise AgentError(f"{suite.agent.name} on {suite.task.name}: no slot could start ({self.label}): {died[0]}")
-      live.sort(key=lambda r: r.placement["slot"])
-      if cold_seed is not None:       # alone: no run beside it, its compile on its slot's cores
-        spans[(cold_seed, "cold-start")] = [time.monotonic(), None]
-        live[0].submit(f"cold {cold_seed}")
-        r, _, rep = wait()
-        finish(r, "cold-start", cold_seed, rep)
-        if isinstance(rep, SlotDied): live.remove(r)
-      todo, idle, busy, warming = collections.deque(seeds), list(live), {}, set()
-      while todo or busy:
-        if not idle and not busy and not warming:     # every slot gone: the seeds left are recorded as lost, with the last reason
-          for s in todo:
-            spans[(s, "timed")] = [time.monotonic(), None]
-            finish(None, "timed", s, SlotDied(f"not run: every slot was lost ({self.label}); the last: {died[-1] if died else '?'}"))
-          break
-        while todo and idle:
-          r, seed = idle.pop(0), todo.popleft()
-          spans[(seed, "timed")], busy[r] = [time.monotonic(), None], seed
-          r.submit(f"run {seed}")
-        r, _, rep = wait()
-        if r in warming:               # a replacement slot is ready (or not)
-          warming.discard(r)
-          if isinstance(rep, dict) and "ok" in rep: idle.append(r)
-          else: died.append(str(rep.get("error") if isinstance(rep, dict) else rep))
-          continue
-        finish(r, "timed", busy.pop(r), rep)
-        if not isinstance(rep, SlotDied):
-          idle.append(r)
-          continue
-        died.append(str(rep))
-        if restarts[r.placement["slot"]] < RESTARTS:      # a new referee process (or actor) in the same place
-          restarts[r.placement["slot"]] += 1
-          runners.append(fresh := _Runner(make, r.placement, events))
-          warming.add(fresh)
-          fresh.submit("warm-up")
+      live = schedule.warm_ups()
+      if cold_seed is not None: schedule.cold_start(live, cold_seed)
+      schedule.timed_runs(live, seeds)
     finally:
-      for r in runners: r.close()
+      schedule.close()
 
   @staticmethod
-  def _lost(suite, placement: dict, seed: int, role: str, reason: str) -> RunRecord:
+  def _lost(pair, placement: dict, seed: int, role: str, reason: str) -> RunRecord:
     """The record of a run whose slot died under it: failed, with the reason (its training is lost with the slot)."""
-    rec = RunRecord.start(suite.agent, suite.task, seed, role=role, kernel_cache="cold" if role == "cold-start" else "warm",
+    rec = RunRecord.start(pair.agent, pair.task, seed, role=role, kernel_cache="cold" if role == "cold-start" else "warm",
                           device=placement.get("device"))
     rec.placement = dict(placement)
     rec.finish_unsolved("failed", reason if reason.startswith("not run") else f"the slot running it died: {reason}", 0.0)
     return rec
+
+
+class Schedule:
+  """One pair's runs over a pool's slots, in three phases, each record adopted by the pair as it finishes with the most
+  runs that ran beside it (`spans`: (seed, role) -> [start, end or None])."""
+  def __init__(self, pool: Pool, pair):
+    self.pool, self.pair, self.events = pool, pair, queue.Queue()
+    self.threads = [SlotThread(self.make, p, self.events) for p in pool.placements]
+    self.restarts: collections.Counter = collections.Counter()
+    self.spans: dict[tuple, list] = {}
+    self.died: list[str] = []
+
+  def make(self, placement: dict):
+    return self.pool.make(placement, self.pair.agent, self.pair.task, self.pair.config, self.pair.workdir)
+
+  def wait(self) -> tuple:
+    while True:
+      try: return self.events.get(timeout=0.5)
+      except queue.Empty: continue
+
+  def warm_ups(self) -> list[SlotThread]:
+    """Every slot's warm-up at once; one that fails fails the pair (its agent breaks the same way everywhere)."""
+    for t in self.threads: t.submit("warm-up")
+    live, errors = [], []
+    for _ in list(self.threads):
+      t, _, rep = self.wait()
+      if isinstance(rep, SlotDied): self.died.append(str(rep))
+      elif "error" in rep: errors.append(rep["error"])
+      else: live.append(t)
+    if errors: raise AgentError(errors[0])
+    if not live: raise AgentError(f"{self.pair.agent.name} on {self.pair.task.name}: no slot could start ({self.pool.label}): {self.died[0]}")
+    return sorted(live, key=lambda t: t.placement["slot"])
+
+  def cold_start(self, live: list[SlotThread], seed: int) -> None:
+    """Alone: no run beside it, its compile on its slot's cores."""
+    self.spans[(seed, "cold-start")] = [time.monotonic(), None]
+    live[0].submit(f"cold {seed}")
+    t, _, rep = self.wait()
+    self.finish(t, "cold-start", seed, rep)
+    if isinstance(rep, SlotDied): live.remove(t)
+
+  def timed_runs(self, live: list[SlotThread], seeds: list[int]) -> None:
+    """Each free slot takes the next seed; a slot whose referee dies is replaced (RESTARTS per place), and when every
+    slot is gone the seeds left are recorded as lost, with the last reason."""
+    todo, idle, busy, warming = collections.deque(seeds), list(live), {}, set()
+    while todo or busy:
+      if not idle and not busy and not warming:
+        for s in todo:
+          self.spans[(s, "timed")] = [time.monotonic(), None]
+          last = self.died[-1] if self.died else "?"
+          self.finish(None, "timed", s, SlotDied(f"not run: every slot was lost ({self.pool.label}); the last: {last}"))
+        return
+      while todo and idle:
+        t, seed = idle.pop(0), todo.popleft()
+        self.spans[(seed, "timed")], busy[t] = [time.monotonic(), None], seed
+        t.submit(f"run {seed}")
+      t, _, rep = self.wait()
+      if t in warming:               # a replacement slot is ready (or not)
+        warming.discard(t)
+        if isinstance(rep, dict) and "ok" in rep: idle.append(t)
+        else: self.died.append(str(rep.get("error") if isinstance(rep, dict) else rep))
+        continue
+      self.finish(t, "timed", busy.pop(t), rep)
+      if not isinstance(rep, SlotDied):
+        idle.append(t)
+        continue
+      self.died.append(str(rep))
+      if self.restarts[t.placement["slot"]] < RESTARTS:      # a new referee process (or actor) in the same place
+        self.restarts[t.placement["slot"]] += 1
+        self.threads.append(fresh := SlotThread(self.make, t.placement, self.events))
+        warming.add(fresh)
+        fresh.submit("warm-up")
+
+  def finish(self, t: SlotThread | None, role: str, seed: int, rep: dict | SlotDied) -> None:
+    span = self.spans[(seed, role)]
+    span[1] = time.monotonic()
+    beside = most_beside(span, [v for k, v in self.spans.items() if k != (seed, role)])
+    # the slot's own placement (a Ray actor's node and cores) once it started; none for a run that never got one
+    where = {"workers": len(self.pool.placements)} if t is None else getattr(t.slot, "placement", None) or t.placement
+    if isinstance(rep, SlotDied): rec = Pool._lost(self.pair, where, seed, role, str(rep))
+    elif "record" not in rep: rec = Pool._lost(self.pair, where, seed, role, f"its slot answered {rep}")
+    else: rec = RunRecord(**known_fields(RunRecord, rep["record"]))
+    rec.placement = {**(rec.placement or where), "beside": beside}    # the most other runs at once during it
+    self.pair.adopt(rec, timer=False)
+
+  def close(self) -> None:
+    for t in self.threads: t.close()

@@ -7,7 +7,9 @@ import argparse
 
 import pytest
 
-from bench.clock import DEFAULT_TIMER
+from bench.options import options
+from bench.referee.clock import DEFAULT_TIMER
+from bench.referee.config import DEFAULTS
 
 KNOWN_DEVICES = ("CPU", "CUDA", "NV", "AMD", "METAL", "CL", "QCOM", "WEBGPU", "PYTHON", "NULL", "DSP", "DISK", "REMOTE")
 
@@ -73,34 +75,48 @@ def pytest_addoption(parser):
   g.addoption("--tier", dest="rl_tier", default="quick", help="task tier: quick, standard or hard (default: %(default)r)")
   g.addoption("--seeds", dest="rl_seeds", type=positive_int, default=5, metavar="N",
               help="timed runs per (agent, task): seeds 0..N-1 (default: %(default)r; 10 for a verdict you publish)")
-  g.addoption("--agent-device", dest="rl_agent_device", type=device, default="CPU", metavar="DEV",
+  g.addoption("--agent-device", dest="rl_agent_device", type=device, default=DEFAULTS.device, metavar="DEV",
               help="tinygrad device of the agent's process, as DEV= (CPU, CUDA, AMD, 'AMD:2', ...) (default: %(default)r)")
   g.addoption("--results-dir", dest="rl_results_dir", default="results", metavar="DIR",
               help="where run records, report.md and the PNGs go, one folder per session (default: %(default)r)")
   g.addoption("--cold-start", dest="rl_cold_start", action=argparse.BooleanOptionalAction, default=True,
               help="also time one run per (agent, task) with an empty kernel cache, reported apart (default: %(default)r)")
-  g.addoption("--hang-timeout", dest="rl_hang_timeout", type=positive_float, default=300.0, metavar="S",
+  g.addoption("--hang-timeout", dest="rl_hang_timeout", type=positive_float, default=DEFAULTS.hang_timeout_s, metavar="S",
               help="seconds without a reply from the agent's process (outside its time budget) before it is killed as "
                    "hung (default: %(default)r)")
   g.addoption("--eval-seed", dest="rl_eval_seed", type=int, default=None, metavar="N",
               help="fix the referee's evaluation seed root (to reproduce a run); default: secret, drawn per run")
-  g.addoption("--sandbox", dest="rl_sandbox", default="bwrap", choices=("bwrap", "none"),
-              help="the agent's sandbox: bwrap, its own uid, no capability (bench/sandbox.py; the session refuses to start "
+  g.addoption("--sandbox", dest="rl_sandbox", default=DEFAULTS.sandbox, choices=("bwrap", "none"),
+              help="the agent's sandbox: bwrap, its own uid, no capability (bench/referee/sandbox.py; the session refuses to start "
                    "where it cannot be made); none: off, every record says so and entries get no verdict (default: %(default)r)")
-  g.addoption("--agent-memory-gb", dest="rl_agent_memory_gb", type=positive_float, default=8.0, metavar="GB",
+  g.addoption("--agent-memory-gb", dest="rl_agent_memory_gb", type=positive_float, default=DEFAULTS.memory_limit_gb, metavar="GB",
               help="memory of each agent process tree (its cgroup) and address space of each of its processes on the CPU device, "
                    "in GiB (default: %(default)r)")
+  g.addoption("--signing-key", dest="rl_signing_key", default=None, metavar="PEM",
+              help="sign every record with this Ed25519 private key (python -m bench.signing new PATH; mode 0600); default: a "
+                   "key of the session's own, kept in memory only, its public half beside the records and printed")
+  g.addoption("--eval-cpu-cap", dest="rl_eval_cpu_cap", type=non_negative_float, default=DEFAULTS.eval_cpu_cap_s, metavar="S",
+              help="CPU-seconds an evaluator's processes may use in one evaluation; over it, the run fails (default: %(default)r)")
+  _gate_options(g)
+  _placement_options(g)
+
+
+def _gate_options(g) -> None:
+  from bench.analysis.gate import GATE_ALPHA, GATE_TOLERANCE
   g.addoption("--regress-against", dest="rl_regress_against", default=None, metavar="BASELINE",
               help="regression gate: compare every (agent, task) with BASELINE, a git ref (that version of the project "
                    "runs interleaved with this one, same seeds) or stored runs (a session directory, a runs.jsonl, or a "
                    "name saved with python -m bench.baseline); fail only on a regression (README)")
-  g.addoption("--gate-alpha", dest="rl_gate_alpha", type=probability, default=0.01, metavar="P",
+  g.addoption("--gate-alpha", dest="rl_gate_alpha", type=probability, default=GATE_ALPHA, metavar="P",
               help="regression gate: one-sided Mann-Whitney level a slowdown must reach (default: %(default)r)")
-  g.addoption("--gate-tolerance", dest="rl_gate_tolerance", type=non_negative_float, default=0.10, metavar="F",
+  g.addoption("--gate-tolerance", dest="rl_gate_tolerance", type=non_negative_float, default=GATE_TOLERANCE, metavar="F",
               help="regression gate: the slowdown the whole CI of the ratio of medians must exceed (default: %(default)r)")
   g.addoption("--confirm-regressions", dest="rl_confirm_regressions", action="store_true",
               help="regression gate: rerun a pair that regressed (both sides when interleaved); it fails only if the "
                    "rerun regresses too (a false alarm's chance goes from alpha to about alpha squared)")
+
+
+def _placement_options(g) -> None:
   g.addoption("--workers", dest="rl_workers", type=positive_int, default=None, metavar="N",
               help="runs at once on this machine, each pinned to its own cores (and on a GPU its own device: --agent-device "
                    "AMD gives AMD:0 ... AMD:N-1); with --ray, at most N at once on the cluster (default: one at a time; "
@@ -112,11 +128,7 @@ def pytest_addoption(parser):
   g.addoption("--ray", dest="rl_ray", default=None, metavar="ADDRESS",
               help="run every run on a Ray cluster (extra 'ray'): ADDRESS of its head, or 'auto' (the cluster this machine "
                    "joined with `ray start`, else a local one); README 'Many runs at once'")
-  g.addoption("--signing-key", dest="rl_signing_key", default=None, metavar="PEM",
-              help="sign every record with this Ed25519 private key (python -m bench.signing new PATH; mode 0600); default: a "
-                   "key of the session's own, kept in memory only, its public half beside the records and printed")
-  g.addoption("--eval-cpu-cap", dest="rl_eval_cpu_cap", type=non_negative_float, default=30.0, metavar="S",
-              help="CPU-seconds an evaluator's processes may use in one evaluation; over it, the run fails (default: %(default)r)")
+
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -126,28 +138,28 @@ def pytest_configure(config):
     config.option.benchmark_timer = DEFAULT_TIMER
   # a test whose warm-up failed never reaches the benchmark fixture: its failure says why, this warning nothing
   config.addinivalue_line("filterwarnings", "ignore:Benchmark fixture was not used at all in this test")
-  from bench.sandbox import SandboxError, probe
-  try: probe(config.getoption("rl_sandbox"))
+  if config.option.help: return
+  from bench.referee.sandbox import SandboxError, probe
+  opts = options(config)
+  try: probe(opts.sandbox)
   except SandboxError as e: raise pytest.UsageError(f"no sandbox for the agents: {e}; or run with --sandbox none "
                                                     "(every record then says so, and entries get no verdict)") from None
-  if config.getoption("rl_signing_key", None):
-    from bench.signing import Signer
-    try: config._rlspeedrun_signer = Signer.from_file(config.getoption("rl_signing_key"))
+  if opts.signing_key:
+    from bench.referee.signing import Signer
+    try: config._rlspeedrun_signer = Signer.from_file(opts.signing_key)
     except (OSError, ValueError) as e: raise pytest.UsageError(f"--signing-key: {e}") from None
-  if not config.option.help and (config.getoption("rl_workers", None) or config.getoption("rl_devices", None) or config.getoption("rl_ray", None)):
-    config._rlspeedrun_pool = make_pool(config)
-  spec = config.getoption("rl_regress_against", None)
-  if spec:
+  if opts.workers or opts.devices or opts.ray: config._rlspeedrun_pool = make_pool(config)
+  if opts.regress_against:
     from bench.regress import BaselineError, resolve
-    try: config._rlspeedrun_baseline = resolve(spec)
+    try: config._rlspeedrun_baseline = resolve(opts.regress_against)
     except BaselineError as e: raise pytest.UsageError(str(e)) from None
 
 
 def make_pool(config):
   """The slots of --workers / --devices / --ray (bench/parallel.py), or None for one run at a time."""
-  opt = config.getoption
-  workers, devs, cores, address = opt("rl_workers"), opt("rl_devices"), opt("rl_cores_per_run"), opt("rl_ray")
-  if opt("rl_regress_against"):
+  opts = options(config)
+  workers, devs, cores, address = opts.workers, opts.devices, opts.cores_per_run, opts.ray
+  if opts.regress_against:
     raise pytest.UsageError("--regress-against runs the two versions interleaved, one run at a time: not with --workers, --devices or --ray")
   from bench.parallel import CoreLocks, LocalSlot, PlacementError, Pool, plan
   try:
@@ -157,9 +169,9 @@ def make_pool(config):
       from bench import ray_slots
       if devs: raise pytest.UsageError("--devices is for this machine's devices; on Ray each run gets a GPU from the cluster (--agent-device CUDA)")
       where = ray_slots.connect(address)
-      placements = ray_slots.plan(workers, opt("rl_agent_device"), cores or 1)
+      placements = ray_slots.plan(workers, opts.agent_device, cores or 1)
       return Pool(placements, ray_slots.RaySlot, label=where)
-    placements = plan(workers or 1, opt("rl_agent_device"), devs, cores)
+    placements = plan(workers or 1, opts.agent_device, devs, cores)
     if len(placements) == 1 and not devs and not cores: return None       # --workers 1: the plain session
     config._rlspeedrun_cores = CoreLocks()
     config._rlspeedrun_cores.take_all([c for p in placements for c in p["cores"]])
@@ -171,23 +183,23 @@ def pytest_unconfigure(config):
   base = getattr(config, "_rlspeedrun_baseline", None)
   if base is not None and hasattr(base, "close"): base.close()
   if getattr(config, "_rlspeedrun_cores", None) is not None: config._rlspeedrun_cores.close()
-  if getattr(config, "_rlspeedrun_pool", None) is not None and config.getoption("rl_ray", None):
+  if getattr(config, "_rlspeedrun_pool", None) is not None and options(config).ray:
     import ray
     ray.shutdown()
 
 
 def pytest_generate_tests(metafunc):
   if not {"agent_spec", "task"} <= set(metafunc.fixturenames): return
-  from bench.agent_api import AgentError, resolve_agent
+  from bench.referee.agent_api import AgentError, resolve_agent
   from envs import get_task, tasks_in_tier
-  opt = metafunc.config.getoption
+  opts = options(metafunc.config)
   try:
-    tasks = [get_task(t) for t in opt("rl_task")] or tasks_in_tier(opt("rl_tier"))
-    agent_names = opt("rl_agent")
+    tasks = [get_task(t) for t in opts.task] or tasks_in_tier(opts.tier)
+    agent_names = opts.agent
     resolved: dict = {}      # each name resolved once (entry points scanned, source found), whatever the tasks
     pairs = []
     for t in tasks:
-      names = list(t.agents) if opt("rl_with_references") or not agent_names else []
+      names = list(t.agents) if opts.with_references or not agent_names else []
       names += [a for a in agent_names if a not in names]
       for a in names:
         if a not in resolved: resolved[a] = resolve_agent(a)

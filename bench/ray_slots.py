@@ -1,7 +1,7 @@
 """Slots on a Ray cluster: `pytest bench/ --ray auto|ADDRESS` (the optional extra `ray`; README "Many runs at once").
 
 Each slot is a Ray actor holding `--cores-per-run` CPUs (and one GPU when the agent's device is one) as Ray resources.
-On its node the actor is the referee (bench/worker.py Handler): it claims that many free cores there (bench/parallel.py
+On its node the actor is the referee (bench/worker.py WorkerServer): it claims that many free cores there (bench/parallel.py
 CoreLocks), pins itself and so its agent's sandboxed process to them, and runs the pair's warm-up and runs exactly as a
 local slot does; its records, with the node's own hardware fingerprint, come back to the session's runs.jsonl as runs
 finish. A node that dies under a run makes that run a failed record saying so (bench/parallel.py Pool).
@@ -17,7 +17,8 @@ import platform
 
 import ray
 
-from bench.parallel import ROOT, CoreLocks, PlacementError, SlotDied, allowed_cores, pin_process, slot_referee
+from bench import ROOT
+from bench.parallel import CoreLocks, PlacementError, SlotDied, allowed_cores, pin_process, slot_referee
 
 GPU_ENV = {f"RAY_EXPERIMENTAL_NOSET_{v}": "1" for v in ("CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES")}
 
@@ -59,11 +60,11 @@ def plan(workers: int | None, device: str | None, cores_per_run: int) -> list[di
 
 
 @ray.remote(max_restarts=0, max_task_retries=0)
-class RayWorker:
+class SlotActor:
   """The referee of one (agent, task) on a node, on cores (and a GPU) of its own."""
   def __init__(self, agent: str, task: str, referee: dict, placement: dict, commit: str | None):
-    from bench.records import git_info
-    from bench.worker import Handler
+    from bench.referee.records import git_info
+    from bench.worker import WorkerServer
     here = git_info().get("commit")
     if commit and here != commit:
       raise RuntimeError(f"node {platform.node()}: the project at {ROOT} is at commit {here}, the session's is {commit}")
@@ -74,21 +75,22 @@ class RayWorker:
     if placement["gpu"]: device = f"{device.split(':')[0]}:{int(ray.get_gpu_ids()[0])}"
     self.placement = {"slot": placement["slot"], "workers": placement["workers"], "cores": cores, "device": device,
                       "scheduler": "ray", "host": platform.node(), "node_id": ray.get_runtime_context().get_node_id()}
-    self.handler = Handler(agent, task, slot_referee(referee, self.placement), records=None)    # its records go back to the session, which writes them
+    # its records go back to the session, which writes them
+    self.server = WorkerServer(agent, task, slot_referee(referee, self.placement), records=None)
 
   def where(self) -> dict: return self.placement
 
-  def call(self, line: str) -> dict: return self.handler.handle(line)
+  def call(self, line: str) -> dict: return self.server.handle(line)
 
 
 class RaySlot:
-  """The session's side of one RayWorker: its calls, and the actor's death as SlotDied."""
+  """The session's side of one SlotActor: its calls, and the actor's death as SlotDied."""
   def __init__(self, placement: dict, agent, task, referee, scratch: str):
-    from bench.records import git_info
-    from bench.worker import agent_arg, referee_json
-    fields = referee_json(referee)
+    from bench.referee.records import git_info
+    from bench.worker_client import agent_arg
+    fields = referee.to_json()
     self.placement = {"slot": placement["slot"], "workers": placement["workers"], "device": placement["device"], "scheduler": "ray"}
-    self.actor = RayWorker.options(num_cpus=placement["cores_per_run"], num_gpus=1 if placement["gpu"] else 0).remote(
+    self.actor = SlotActor.options(num_cpus=placement["cores_per_run"], num_gpus=1 if placement["gpu"] else 0).remote(
       agent_arg(agent), task.name, fields, placement, git_info().get("commit"))
     try: self.placement = ray.get(self.actor.where.remote(), timeout=referee.startup_timeout_s)
     except ray.exceptions.GetTimeoutError:

@@ -1,32 +1,30 @@
-"""`pytest bench/ --regress-against BASELINE`: where the baseline's runs come from, and the gate (bench/gate.py) on each
-(agent, task) at the end of its test.
+"""`pytest bench/ --regress-against BASELINE`: where the baseline's runs come from, and the gate (bench/analysis/gate.py)
+on each (agent, task) at the end of its test.
 
 - **A git ref** (`main`, `HEAD~1`, a tag, a commit): that version of the project is exported (`git archive`) to a
   temporary directory and its own referee runs there (`python -m bench.worker`, same interpreter, same tinygrad),
-  interleaved with this version's runs, made by a worker of this checkout (PairGate says why), in the same session: same seeds, alternating which side runs first (seed 0:
-  baseline then current, seed 1: current then baseline, ...), so that a machine that drifts (other jobs, heat, the
-  4 % order effect measured on this machine's back-to-back sessions) drifts on both sides. The mode for shared CI
-  runners, whose absolute speed differs between machines.
+  interleaved with this version's runs, made by a worker of this checkout (PairGate says why), in the same session:
+  same seeds, alternating which side runs first, so that a machine that drifts drifts on both sides. The mode for
+  shared CI runners, whose absolute speed differs between machines.
 - **Stored runs**: a session directory, a runs.jsonl, or a named baseline (`python -m bench.baseline save NAME`,
   under results/baselines/NAME). The mode for a dedicated machine tracked nightly; the machine-speed calibration of
-  each side's runs (bench/calibrate.py) must agree within the tolerance, or the pair is not comparable.
+  each side's runs (bench/referee/calibrate.py) must agree within the tolerance, or the pair is not comparable.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 
 import pandas as pd
 
-from bench.records import ROOT, frame, load_runs
-from bench.worker import agent_arg, ask, die_with_parent, referee_json
-
-BASELINES_DIR = os.path.join(ROOT, "results", "baselines")
+from bench import ROOT
+from bench.analysis.baseline import BASELINES_DIR
+from bench.analysis.loaders import frame, load_runs
+from bench.referee.procs import die_with_parent
+from bench.worker_client import WorkerClient, WorkerDied
 
 
 class BaselineError(Exception):
@@ -61,7 +59,7 @@ class GitRef:
 
   def build(self) -> GitRef:
     self.root = tempfile.mkdtemp(prefix=f"rlspeedrun-{self.commit[:10]}-")
-    os.chmod(self.root, 0o755)     # its agents read it as the sandbox's own uid (bench/sandbox.py), not as root
+    os.chmod(self.root, 0o755)     # its agents read it as the sandbox's own uid (bench/referee/sandbox.py), not as root
     archive = subprocess.run(["git", "archive", self.commit], cwd=ROOT, capture_output=True, timeout=300)
     if archive.returncode: raise BaselineError(f"git archive {self.commit[:10]} failed: {archive.stderr.decode(errors='replace').strip()}")
     subprocess.run(["tar", "-x", "-C", self.root], input=archive.stdout, check=True, timeout=300)
@@ -90,51 +88,33 @@ def resolve(spec: str) -> Stored | GitRef:
                       f"({', '.join(names) or 'none saved: python -m bench.baseline save NAME'}), and not a git ref of {ROOT}")
 
 
-class Worker:
-  """One side of an interleaved (agent, task): `python -m bench.worker` in a version's directory (`root`; the
+class Side:
+  """One side of an interleaved (agent, task): a worker (bench/worker_client.py) in a version's directory (`root`; the
   exported commit, or this checkout), a process of the same kind on both sides."""
   def __init__(self, root: str, commit: str | None, label: str, agent_spec, task, referee, records: str):
-    agent = agent_arg(agent_spec)
-    cfg = referee_json(referee)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-    if commit: env["RLSPEEDRUN_EXPORTED_COMMIT"] = commit
-    self.log = tempfile.TemporaryFile()
-    self.proc = subprocess.Popen([sys.executable, "-m", "bench.worker", "--agent", agent, "--task", task.name,
-                                  "--referee", json.dumps(cfg), "--records", records], cwd=root, env=env, text=True,
-                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, preexec_fn=die_with_parent)
-    self.label = label
+    self.label = f"baseline {label}" if commit else label
+    self.client = WorkerClient(root, agent_spec, task, referee.to_json(), records, name=f"the referee of {self.label}",
+                               before_exec=die_with_parent, env={"RLSPEEDRUN_EXPORTED_COMMIT": commit} if commit else None)
 
   def call(self, line: str) -> dict:
-    if (rep := ask(self.proc, line)) is not None: return rep
-    self.log.seek(0)
-    tail = self.log.read().decode(errors="replace")[-2000:]
-    raise BaselineError(f"the baseline's referee ({self.label}) stopped during {line!r} (exit {self.proc.poll()}): {tail}")
+    try: rep = self.client.call(line)
+    except WorkerDied as e: raise BaselineError(str(e)) from None
+    if "error" in rep: raise BaselineError(f"{self.label}: {rep['error']}")
+    return rep
 
-  def warm_up(self) -> None:
-    rep = self.call("warm-up")
-    if "error" in rep: raise BaselineError(f"baseline {self.label}: {rep['error']}")
+  def warm_up(self) -> None: self.call("warm-up")
 
   def run_role(self, seed: int, role: str = "timed") -> dict:
-    rep = self.call(f"run {seed}" if role == "timed" else f"run {seed} {role}")
-    if "error" in rep: raise BaselineError(f"baseline {self.label}: {rep['error']}")
-    return rep["record"]
+    return self.call(f"run {seed}" if role == "timed" else f"run {seed} {role}")["record"]
 
-  def close(self) -> None:
-    if self.proc.poll() is None:
-      try: self.proc.stdin.close()
-      except OSError: pass
-      try: self.proc.wait(timeout=60)
-      except subprocess.TimeoutExpired: self.proc.kill()
-    self.log.close()
+  def close(self) -> None: self.client.close()
 
 
 class PairGate:
   """The gate of one (agent, task): the baseline side's runs (stored, or run here interleaved), and the verdict.
-
-  Interleaved, *both* sides run in worker processes of the same kind (this version's from this checkout): measured on
-  PPO CartPole, runs made by the referee inside the pytest process were slower than the same version's runs in a
-  worker in 9 of 10 seed pairs (median +4 %, act() round trips charged up to 0.2 s more a run), a harness bias that
-  a comparison of two versions must not carry on one side only."""
+  Interleaved, *both* sides run in worker processes of the same kind (this version's from this checkout): a run made
+  inside the pytest process carries a harness bias (README "Did a change make training slower?") that a comparison of
+  two versions must not carry on one side only."""
   def __init__(self, base: Stored | GitRef, agent_spec, task, referee, session_dir: str, *, alpha: float, tolerance: float,
                force: bool, adopt=None, on_baseline=None):
     self.base, self.agent, self.task = base, agent_spec.name, task.name
@@ -144,9 +124,9 @@ class PairGate:
     self.scratch = None
     if isinstance(base, GitRef):
       self.scratch = tempfile.mkdtemp(prefix="rlspeedrun-current-")
-      self.current = Worker(ROOT, None, "this version", agent_spec, task, referee, os.path.join(self.scratch, "runs.jsonl"))
+      self.current = Side(ROOT, None, "this version", agent_spec, task, referee, os.path.join(self.scratch, "runs.jsonl"))
       base.workers.append(self.current)
-      self.worker = Worker(base.root, base.commit, base.label, agent_spec, task, referee,
+      self.worker = Side(base.root, base.commit, base.label, agent_spec, task, referee,
                            os.path.join(session_dir, f"baseline-{base.commit[:10]}.jsonl"))
       base.workers.append(self.worker)
     self.baseline_records: list[dict] = []
@@ -182,7 +162,7 @@ class PairGate:
 
   def judge(self, current: list, role: str = "timed") -> tuple[dict | None, list[str]]:
     """The gate's row for this pair (None when a side has under 2 runs: then the warnings say so)."""
-    from bench.gate import gate_runs
+    from bench.analysis.gate import gate_runs
     cur = records_frame([r for r in current if r.role == role]).assign(role="timed")
     base = self.baseline_runs(role)
     if len(base): base = base.assign(role="timed")
@@ -204,5 +184,5 @@ def baseline_line(rec: dict, label: str) -> str:
 
 
 def records_frame(recs: list) -> pd.DataFrame:
-  """RunRecords or record dicts as a run frame (bench.records.frame)."""
+  """RunRecords or record dicts as a run frame (bench.analysis.loaders.frame)."""
   return frame([r if isinstance(r, dict) else asdict(r) for r in recs])

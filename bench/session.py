@@ -9,10 +9,12 @@ import statistics
 from dataclasses import asdict
 from datetime import datetime
 
-from bench.clock import DEFAULT_TIMER
-from bench.records import RecordWriter, RunRecord, frame
-from bench.runner import RefereeConfig
-from bench.signing import Signer, public_pem
+from bench.analysis.loaders import frame
+from bench.options import options
+from bench.referee.clock import DEFAULT_TIMER
+from bench.referee.config import RefereeConfig
+from bench.referee.records import RecordWriter, RunRecord
+from bench.referee.signing import Signer, public_pem
 
 
 def new_session_dir(results_dir: str) -> str:
@@ -33,16 +35,16 @@ def run_line(rec: RunRecord, task) -> str:
   """One line per finished run: what it reached, the env steps done, and when the last evaluation was (an agent is
   only evaluated every `eval_every_steps`: a run can train for a long time without one)."""
   head = f"[{rec.agent} · {rec.task} · seed {rec.seed} · {rec.kernel_cache} cache]"
-  shared = f" CONTENDED ({rec.contended_why})" if rec.contended else ""
+  contended = f" CONTENDED ({rec.contended_why})" if rec.contended else ""
   if rec.solved:
-    return (f"{head}{shared} solved in {rec.time_to_threshold_s:.2f} s, {rec.steps_to_threshold:,} steps "
+    return (f"{head}{contended} solved in {rec.time_to_threshold_s:.2f} s, {rec.steps_to_threshold:,} steps "
             f"(confirmation {rec.confirmation_return:.1f})")
   evals = [p for p in rec.curve if p["steps"] > 0]
   cadence = " or ".join(filter(None, [f"every {task.eval_every_steps:,} steps" if task.eval_every_steps else "",
                                       f"every {task.eval_every_seconds:g} s" if task.eval_every_seconds else ""]))
   last = (f"last evaluation at {evals[-1]['steps']:,} steps, return {evals[-1]['return']:.1f}" if evals
           else f"no evaluation after the untrained one (they come {cadence})")
-  return (f"{head}{shared} {rec.status.upper()} after {rec.training_clock_s:.2f} s, {rec.steps:,} env steps done, {last}: "
+  return (f"{head}{contended} {rec.status.upper()} after {rec.training_clock_s:.2f} s, {rec.steps:,} env steps done, {last}: "
           f"{(rec.failure_reason or '').splitlines()[0] if rec.failure_reason else '?'}")
 
 
@@ -66,15 +68,13 @@ def extra_info(agent_spec, task, timed: list[RunRecord], cold: RunRecord | None,
 class BenchSession:
   """The referee's settings, the records file and the runs of one session; prints as runs finish."""
   def __init__(self, config):
-    results = config.getoption("rl_results_dir")
-    self.config = config
-    self.referee = RefereeConfig(device=config.getoption("rl_agent_device"), hang_timeout_s=config.getoption("rl_hang_timeout"),
-                                 eval_seed=config.getoption("rl_eval_seed"), sandbox=config.getoption("rl_sandbox"),
-                                 hidden_dirs=(os.path.abspath(results),), memory_limit_gb=config.getoption("rl_agent_memory_gb"),
-                                 eval_cpu_cap_s=config.getoption("rl_eval_cpu_cap"))
-    self.seeds = list(range(config.getoption("rl_seeds")))
-    self.cold_start = config.getoption("rl_cold_start")
-    self.dir = new_session_dir(results)
+    self.config, self.options = config, (opts := options(config))
+    self.referee = RefereeConfig(device=opts.agent_device, hang_timeout_s=opts.hang_timeout, eval_seed=opts.eval_seed,
+                                 sandbox=opts.sandbox, hidden_dirs=(os.path.abspath(opts.results_dir),),
+                                 memory_limit_gb=opts.agent_memory_gb, eval_cpu_cap_s=opts.eval_cpu_cap)
+    self.seeds = list(range(opts.seeds))
+    self.cold_start = opts.cold_start
+    self.dir = new_session_dir(opts.results_dir)
     self.signer = getattr(config, "_rlspeedrun_signer", None) or Signer()     # --signing-key, else the session's own
     self.signer.write_public(os.path.join(self.dir, "signing-key.pub"))
     self.writer = RecordWriter(os.path.join(self.dir, "runs.jsonl"), self.signer)
@@ -84,19 +84,19 @@ class BenchSession:
     self.pool_announced = False
     self.gate_rows: list[dict] = []
 
-  def pair_gate(self, agent_spec, task, suite):
+  def pair_gate(self, agent_spec, task, pair):
     """The regression gate of one (agent, task) under --regress-against, else None."""
     if self.baseline is None: return None
     from bench.regress import PairGate, baseline_line
-    opt, label = self.config.getoption, getattr(self.baseline, "commit", "")[:10]
-    return PairGate(self.baseline, agent_spec, task, self.referee, self.dir, alpha=opt("rl_gate_alpha"),
-                    tolerance=opt("rl_gate_tolerance"), force=opt("rl_force_compare"), adopt=suite.adopt,
+    opts, label = self.options, getattr(self.baseline, "commit", "")[:10]
+    return PairGate(self.baseline, agent_spec, task, self.referee, self.dir, alpha=opts.gate_alpha,
+                    tolerance=opts.gate_tolerance, force=opts.force_compare, adopt=pair.adopt,
                     on_baseline=lambda rec: self.write_line(baseline_line(rec, label)))
 
   @property
   def against(self) -> str:
     """The baseline as a command names it again: the commit of a git ref (a branch moves), else what was given."""
-    return getattr(self.baseline, "commit", None) or self.config.getoption("rl_regress_against")
+    return getattr(self.baseline, "commit", None) or self.options.regress_against
 
   def write_line(self, line: str, **markup) -> None:
     """A line in the terminal now, even while pytest captures the test's output."""
@@ -124,8 +124,8 @@ class BenchSession:
     """The regression gate's table (failing pairs first), its files, and a command per regressed pair."""
     import pandas as pd
 
-    from bench.gate import failing_first, gate_table, regressed_lines
-    tr.write_sep("-", f"regression gate against {self.baseline.label} (bench/gate.py; README: Did a change make training slower?)")
+    from bench.analysis.gate import failing_first, gate_table, regressed_lines
+    tr.write_sep("-", f"regression gate against {self.baseline.label} (bench/analysis/gate.py; README: Did a change make training slower?)")
     if not self.gate_rows:
       tr.write_line("no pair had runs on both sides", yellow=True)
       return
@@ -140,14 +140,14 @@ class BenchSession:
   def summary(self, tr) -> None:
     """The end of the session: summary and verdict tables, warnings, where records and report are."""
     if not self.records: return
-    from bench.report import summary_table, verdict_table, write_report
+    from bench.analysis.report import summary_table, verdict_table, write_report
     tr.write_sep("=", "rlspeedrun: time-to-threshold (training clock, warm kernel cache)")
     runs = frame([{**asdict(r), "source_file": self.writer.path} for r in self.records])   # the referee's own, not the file
     tr.write_line(summary_table(runs).to_string(index=False))
-    report, comparisons, warns = write_report(runs, self.dir, baseline=self.config.getoption("rl_baseline"),
-                                              force=self.config.getoption("rl_force_compare"), sources=self.writer.path)
+    report, comparisons, warns = write_report(runs, self.dir, baseline=self.options.baseline,
+                                              force=self.options.force_compare, sources=self.writer.path)
     if len(comparisons):
-      tr.write_sep("-", "verdicts (bench/stats.py; PROTOCOL.md section 10)")
+      tr.write_sep("-", "verdicts (bench/analysis/stats.py; PROTOCOL.md section 10)")
       tr.write_line(verdict_table(comparisons, bold=False).to_string(index=False))
     for w in warns: tr.write_line(f"warning: {w}", yellow=True)
     contended = [r for r in self.records if r.contended]

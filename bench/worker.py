@@ -4,7 +4,7 @@ a copy of the project at REF and interleaves its runs with its own, and the slot
 (bench/parallel.py), each pinned to its own cores. Its commands are lines on stdin, its answers one JSON line each on
 stdout after a PREFIX (anything else on stdout is not an answer):
 
-  warm-up        -> {"ok": true} | {"error": "..."}     the untimed warm-up (bench/suite.py)
+  warm-up        -> {"ok": true} | {"error": "..."}     the untimed warm-up (bench/referee/pair.py)
   run SEED [ROLE] -> {"record": {...}}                   one timed run with a warm cache, also appended to --records
                                                         (ROLE: "timed", or "rerun" for the gate's confirmation)
   cold SEED      -> {"record": {...}}                   the cold-start run (an empty kernel cache), reported apart
@@ -12,7 +12,7 @@ stdout after a PREFIX (anything else on stdout is not an answer):
 
 The wire is kept this small on purpose: a later version of the project must still be able to drive this one (a
 version without `cold` answers it with an error). A Ray actor (bench/ray_slots.py) answers the same commands with
-`Handler`, in its own process on a cluster's node.
+`WorkerServer`, in its own process on a cluster's node.
 """
 from __future__ import annotations
 
@@ -31,66 +31,30 @@ def answer(obj: dict) -> None:
   sys.stdout.flush()
 
 
-def ask(proc, line: str) -> dict | None:
-  """Send a command to a worker process (text pipes) and read its answer; None when the worker stopped instead."""
-  try:
-    proc.stdin.write(line + "\n")
-    proc.stdin.flush()
-    for out in proc.stdout:
-      if out.startswith(PREFIX): return json.loads(out[len(PREFIX):])
-  except (OSError, ValueError): pass
-  return None
-
-
-def agent_arg(spec) -> str:
-  """The agent as `--agent` takes it again in another process: a reference or peer by name, anything else NAME=TARGET."""
-  return spec.name if spec.kind in ("reference", "peer") else f"{spec.name}={spec.target}"
-
-
-def referee_json(referee) -> dict:
-  """A RefereeConfig as JSON-ready fields (tuples as lists), for another process's referee_fields."""
-  return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(referee).items()}
-
-
-def referee_fields(cfg: dict) -> dict:
-  """RefereeConfig's fields from JSON (fields this version lacks are ignored; lists back to tuples)."""
-  from bench.runner import RefereeConfig
-  known = {f.name for f in dataclasses.fields(RefereeConfig)}
-  return {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items() if k in known}
-
-
-def die_with_parent(sig: int = signal.SIGTERM) -> None:
-  """In a process before exec: `sig` when its parent dies (Linux), so that no worker or agent outlives its referee."""
-  try:
-    import ctypes
-    ctypes.CDLL(None, use_errno=True).prctl(1, int(sig))    # PR_SET_PDEATHSIG
-  except (OSError, AttributeError): pass
-
-
-class Handler:
-  """The referee of one (agent, task) answering the commands above, in this process."""
+class WorkerServer:
+  """The referee of one (agent, task) answering the commands above, in this process (the client's side:
+  bench/worker_client.py)."""
   def __init__(self, agent: str, task: str, referee: dict, records: str | None):
-    from bench.agent_api import resolve_agent
-    from bench.records import RecordWriter
-    from bench.runner import RefereeConfig
-    from bench.suite import Suite
+    from bench.referee.agent_api import resolve_agent
+    from bench.referee.config import RefereeConfig
+    from bench.referee.pair import Pair
+    from bench.referee.records import RecordWriter
     from envs import get_task
-    self.suite = Suite(resolve_agent(agent), get_task(task), RefereeConfig(**referee_fields(referee)),
-                       RecordWriter(records) if records else None)
+    self.pair = Pair(resolve_agent(agent), get_task(task), RefereeConfig.from_json(referee), RecordWriter(records) if records else None)
 
   def handle(self, line: str) -> dict:
-    from bench.agent_api import AgentError
+    from bench.referee.agent_api import AgentError
     cmd = line.split()
     if cmd == ["warm-up"]:
       try:
-        self.suite.warm_up()
+        self.pair.warm_up()
         return {"ok": True}
       except AgentError as e: return {"error": str(e)}
-    if len(cmd) in (2, 3) and cmd[0] == "run" and cmd[1].isdigit(): return {"record": dataclasses.asdict(self.suite.run(int(cmd[1]), *cmd[2:]))}
-    if len(cmd) == 2 and cmd[0] == "cold" and cmd[1].isdigit(): return {"record": dataclasses.asdict(self.suite.cold_start(int(cmd[1])))}
+    if len(cmd) in (2, 3) and cmd[0] == "run" and cmd[1].isdigit(): return {"record": dataclasses.asdict(self.pair.run(int(cmd[1]), *cmd[2:]))}
+    if len(cmd) == 2 and cmd[0] == "cold" and cmd[1].isdigit(): return {"record": dataclasses.asdict(self.pair.cold_start(int(cmd[1])))}
     return {"error": f"unknown command {line.strip()!r}"}
 
-  def close(self) -> None: self.suite.close()
+  def close(self) -> None: self.pair.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,13 +64,12 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--referee", default="{}", help="RefereeConfig fields as JSON (fields this version lacks are ignored)")
   p.add_argument("--records", required=True, help="runs.jsonl to append this side's records to")
   args = p.parse_args(argv)
-  import bench
-  from bench.agent_api import AgentError
-  here = os.path.dirname(os.path.dirname(os.path.abspath(bench.__file__)))
+  from bench import ROOT as here
+  from bench.referee.agent_api import AgentError
   if os.path.realpath(here) != os.path.realpath(os.getcwd()):     # else the baseline would silently be the other version
     answer({"error": f"this worker imported the project from {here}, not from {os.getcwd()} (put it first on PYTHONPATH)"})
     return 2
-  try: handler = Handler(args.agent, args.task, json.loads(args.referee), args.records)
+  try: server = WorkerServer(args.agent, args.task, json.loads(args.referee), args.records)
   except (AgentError, KeyError) as e:
     answer({"error": str(e).strip('"')})
     return 2
@@ -114,9 +77,9 @@ def main(argv: list[str] | None = None) -> int:
   signal.signal(signal.SIGTERM, stop)
   try:
     for line in sys.stdin:
-      if line.strip(): answer(handler.handle(line))
+      if line.strip(): answer(server.handle(line))
   finally:
-    handler.close()
+    server.close()
   return 0
 
 

@@ -18,10 +18,10 @@ import os
 import time
 
 from bench import env_throughput
-from bench.agent_api import resolve_agent
-from bench.records import RecordWriter
-from bench.runner import RefereeConfig
-from bench.suite import Suite
+from bench.referee.agent_api import resolve_agent
+from bench.referee.config import RefereeConfig
+from bench.referee.pair import Pair
+from bench.referee.records import RecordWriter
 from envs import get_task
 
 
@@ -44,19 +44,19 @@ def main(argv: list[str] | None = None) -> int:
   for mode in args.modes.split(";"):
     os.environ["PPO_JIT_CONFIG"] = mode                  # recorded in each run's agent_env
     print(f"== ppo_jit {mode or '(its defaults)'}", flush=True)
-    suite = Suite(resolve_agent("ppo_jit"), task, config, RecordWriter(os.path.join(args.out, "runs.jsonl")))
+    pair = Pair(resolve_agent("ppo_jit"), task, config, RecordWriter(os.path.join(args.out, "runs.jsonl")))
     try:
       t0 = time.perf_counter()
-      suite.warm_up()
+      pair.warm_up()
       print(f"warm-up (untimed, fills the kernel cache): {time.perf_counter() - t0:.1f} s", flush=True)
       for seed, role in [(0, "cold-start")] + [(s, "timed") for s in range(args.seeds)]:
-        rec = suite.cold_start(seed) if role == "cold-start" else suite.run(seed)
+        rec = pair.cold_start(seed) if role == "cold-start" else pair.run(seed)
         prof = {k: round(v, 3) for k, v in (rec.agent_profile or {}).items()}
         print(f"{role:10s} seed {seed}: {rec.status}, time to threshold {rec.time_to_threshold_s} s, "
               f"{rec.steps_to_threshold} steps; construct {rec.breakdown.get('construct_s')} s; agent profile {json.dumps(prof)}; "
               f"{(rec.failure_reason or '')[:200]}", flush=True)
     finally:
-      suite.close()
+      pair.close()
   return 0
 
 

@@ -7,9 +7,10 @@ from __future__ import annotations
 import argparse
 import time
 
-from bench.agent_api import resolve_agent
-from bench.runner import RefereeConfig, run_one
-from bench.sandbox import probe
+from bench.referee.agent_api import resolve_agent
+from bench.referee.config import RefereeConfig
+from bench.referee.run import run_one
+from bench.referee.sandbox import probe
 from envs import get_task
 
 

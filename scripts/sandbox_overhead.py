@@ -12,15 +12,16 @@ import statistics
 import tempfile
 import time
 
-from bench import protocol as P
-from bench.runner import Child, RefereeConfig
+from bench.referee import protocol as P
+from bench.referee.agent_process import AgentProcess
+from bench.referee.config import RefereeConfig
 from envs import get_task
 
 
 def start_and_stop(sandbox: str) -> tuple[float, float]:
   with tempfile.TemporaryDirectory() as scratch:
     t0 = time.perf_counter()
-    child = Child(RefereeConfig(device="CPU", sandbox=sandbox), scratch, None)
+    child = AgentProcess(RefereeConfig(device="CPU", sandbox=sandbox), scratch, None)
     child.request(P.Load(task=get_task("CartPole-v1").to_wire(), preload=[]), 120, "start-up", P.Loaded)
     t1 = time.perf_counter()
     child.close()

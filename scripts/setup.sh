@@ -58,4 +58,4 @@ else
 fi
 .venv/bin/python -c "import tinygrad, gymnasium; from tinygrad import Tensor; assert (Tensor([1.0, 2.0]) * 2).tolist() == [2.0, 4.0]" \
   && echo "setup: ok ($(.venv/bin/python --version), tinygrad $(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("tinygrad"))'))"
-.venv/bin/python -c "from bench.sandbox import probe; s = probe(); print('setup: sandbox', s.label)"
+.venv/bin/python -c "from bench.referee.sandbox import probe; s = probe(); print('setup: sandbox', s.label)"

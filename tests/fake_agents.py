@@ -182,7 +182,7 @@ PREPARED: list[str] = []
 
 
 def prepare(task) -> None:
-  """A peer-style preload step (bench/child.py _preload `module:function`): records the task it was called with."""
+  """A peer-style preload step (bench/referee/agent_host.py _preload `module:function`): records the task it was called with."""
   PREPARED.append(task.name)
 
 

@@ -1,14 +1,13 @@
-"""This VM's host in the tests' timings. Its hypervisor steals the cores at times (another VM on the same host): in CI
-runs, honest SleepyTrainer runs (~1,000 act() calls of ~0.8 ms, each allowed 2 ms) with 8-13 % steal were charged
-0.22-0.46 s of act() time, six in a row over 80 s 0.24-0.66 s, where alone they are charged under 0.01 s. No agent can
-cause steal, so a run whose time is off while the host stole from it says nothing of the referee: it is made again."""
+"""The VM's host in the tests' timings: its hypervisor steals the cores at times, which no agent can cause, so a run
+whose time is off while the host stole from it says nothing of the referee and is made again. (Measured: honest
+SleepyTrainer runs with 8-13 % steal were charged 0.22-0.66 s of act() time where alone they are charged under 0.01 s.)"""
 from __future__ import annotations
 
 import time
 
 import pytest
 
-from bench.contention import host_steal
+from bench.referee.contention import host_steal
 
 QUIET_STEAL = 0.03     # a run's steal share (its record's contention) under which its time is judged
 

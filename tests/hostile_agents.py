@@ -29,7 +29,7 @@ def _burn(seconds: float) -> None:
 
 
 def _socket_fd() -> int:
-  return int(sys.argv[1])        # bench.child's command line names its end of the referee's socket
+  return int(sys.argv[1])        # bench.referee.agent_host's command line names its end of the referee's socket
 
 
 # --- 1. code execution in the referee, and replies the referee cannot read ---
@@ -55,7 +55,7 @@ class PickleOnTheWire(Scripted):
 class ForgedReply(Scripted):
   """Sends a well-formed reply the referee did not ask for (a 'trained' with a million steps) before the real one."""
   def train(self):
-    from bench import protocol as P
+    from bench.referee import protocol as P
     frame = P.encode(P.Trained(finished=False, agent_steps=10**6, counted_steps=10**6, profile={}), 10**6)
     os.write(_socket_fd(), struct.pack("<Q", len(frame)) + frame)
     yield from super().train()
@@ -381,12 +381,12 @@ class EscapesInItsError(Scripted):
 
 
 class EscapesOnTheWire(Scripted):
-  """Sends an Error reply whose message carries an escape sequence straight onto the socket (past bench.child's own
+  """Sends an Error reply whose message carries an escape sequence straight onto the socket (past bench.referee.agent_host's own
   escaping): the referee's check at the wire must refuse it."""
   def train(self):
     import socket
 
-    from bench import protocol as P
+    from bench.referee import protocol as P
     sock = socket.socket(fileno=os.dup(_socket_fd()))
     frame = P.encode(P.Error(phase="train", kind="exception", message="\x1b[2Kok", traceback=""), 1)   # JSON: "\u001b[2Kok"
     sock.sendall(struct.pack("<Q", len(frame)) + frame)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import psutil
 
-from bench.accounting import alive
+from bench.referee.accounting import alive
 
 __all__ = ["alive", "cmdline", "tree", "agents"]
 
@@ -21,5 +21,5 @@ def tree(pid: int) -> list[psutil.Process]:
 
 
 def agents(procs) -> list[psutil.Process]:
-  """The agent processes (bench/child.py) among `procs` that are running."""
-  return [p for p in procs if "bench.child" in cmdline(p) and alive(p)]
+  """The agent processes (bench/referee/agent_host.py) among `procs` that are running."""
+  return [p for p in procs if "bench.referee.agent_host" in cmdline(p) and alive(p)]

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 
 from agents import REFERENCE_AGENTS
-from bench.agent_api import AgentSpec
-from bench.records import RecordWriter, RunRecord
+from bench.referee.agent_api import AgentSpec
+from bench.referee.records import RecordWriter, RunRecord
 from envs import get_task
 
 

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from bench.records import load_runs
+from bench.analysis.loaders import load_runs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -106,8 +106,8 @@ def test_malformed_agent_fails_before_any_timed_run(tmp_path):
 
 
 def _agent_processes(referee: int) -> set[int]:
-  """The referee's agent processes (`python -m bench.child`, its children; not those of other sessions)."""
-  out = subprocess.run(["pgrep", "-P", str(referee), "-f", "bench.child"], capture_output=True, text=True).stdout
+  """The referee's agent processes (`python -m bench.referee.agent_host`, its children; not those of other sessions)."""
+  out = subprocess.run(["pgrep", "-P", str(referee), "-f", "bench.referee.agent_host"], capture_output=True, text=True).stdout
   return {int(p) for p in out.split()}
 
 

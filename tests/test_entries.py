@@ -6,8 +6,8 @@ import textwrap
 
 import pytest
 
-from bench.agent_api import AgentError, installed_agents, load_agent_class, resolve_agent
-from bench.records import load_runs
+from bench.analysis.loaders import load_runs
+from bench.referee.agent_api import AgentError, installed_agents, load_agent_class, resolve_agent
 from tests.test_cli import bench
 
 ENTRY = textwrap.dedent('''

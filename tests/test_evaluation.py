@@ -83,7 +83,7 @@ def test_the_record_says_which_evaluations_stopped_early():
   """Through the referee: LuckyPass passes its regular evaluations and pushes left on every confirmation batch. Each
   confirmation stops at its first fallen pole with the bound as its return; the regular evaluations, which pass, run
   out and give their true mean."""
-  from bench.runner import run_one
+  from bench.referee.run import run_one
   from tests.test_referee import CONFIG, TASK, fake
   task = dataclasses.replace(TASK, max_step_reward=1.0, step_budget=3000)
   rec = run_one(fake("LuckyPass"), task, 0, CONFIG)

@@ -1,10 +1,10 @@
-"""The regression gate's statistics (bench/gate.py) on synthetic runs with a known truth."""
+"""The regression gate's statistics (bench/analysis/gate.py) on synthetic runs with a known truth."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from bench.gate import judge, power
+from bench.analysis.gate import judge, power
 
 RNG = np.random.default_rng(0)
 # a pool shaped like PPO CartPole's recorded times (10 seeds: 2.6-3.2 s, median 2.95): lognormal, sigma 0.08
@@ -65,7 +65,7 @@ def test_not_comparable_says_why():
 
 
 def test_the_command_line_fails_only_on_regressed_and_puts_it_first(tmp_path, capsys):
-  from bench.gate import main
+  from bench.analysis.gate import main
   from tests.synthetic import runs_of, write
   base = write(str(tmp_path / "base" / "runs.jsonl"), runs_of("ppo", list(POOL[:10])), runs_of("dqn", list(POOL[10:20] * 5)))
   same = write(str(tmp_path / "same" / "runs.jsonl"), runs_of("ppo", list(POOL[20:30])), runs_of("dqn", list(POOL[30:40] * 5)))
@@ -92,9 +92,9 @@ def test_a_slower_machine_is_not_comparable_with_a_stored_baseline(tmp_path):
   """Stored runs: each session's speed calibration must agree within the tolerance, else the gate says which machine
   was slower instead of calling the code slower. Interleaved (a git-ref baseline run beside, on this machine) the
   scores differ by the moment's load, not the machine: recorded, not judged."""
-  from bench.calibrate import WORKLOAD
-  from bench.gate import gate_runs
-  from bench.records import load_runs
+  from bench.analysis.gate import gate_runs
+  from bench.analysis.loaders import load_runs
+  from bench.referee.calibrate import WORKLOAD
   from tests.synthetic import runs_of, write
 
   def session(name, times, score):
@@ -114,8 +114,8 @@ def test_a_slower_machine_is_not_comparable_with_a_stored_baseline(tmp_path):
 def test_the_power_table_and_its_seed_recommendation():
   from dataclasses import asdict
 
-  from bench.gate import power_table, recommend_seeds
-  from bench.records import frame
+  from bench.analysis.gate import power_table, recommend_seeds
+  from bench.analysis.loaders import frame
   from tests.synthetic import runs_of
   runs = frame([asdict(r) for r in runs_of("ppo", list(POOL[:40]))])
   table = power_table(runs, trials=40)
@@ -131,8 +131,8 @@ def test_runs_paired_by_seed_show_a_slowdown_the_seed_spread_hides():
   A 15 % slowdown under a 40 % seed spread: unpaired inconclusive, paired clearly over 1.1 (shown, not deciding)."""
   from dataclasses import asdict
 
-  from bench.gate import gate_runs, paired
-  from bench.records import frame
+  from bench.analysis.gate import gate_runs, paired
+  from bench.analysis.loaders import frame
   from tests.synthetic import runs_of
   seeds = np.exp(RNG.normal(np.log(15), 0.4, 10))                    # DQN-like: the seed decides most of the time
   noise = lambda k: np.exp(np.random.default_rng(k).normal(0, 0.03, 10))   # noqa: E731
@@ -148,8 +148,8 @@ def test_runs_paired_by_seed_show_a_slowdown_the_seed_spread_hides():
 def test_runs_made_with_other_tinygrad_settings_are_not_comparable(tmp_path, monkeypatch):
   """A tinygrad switch such as HCQ2 (one compiled submitter per jitted graph: DQN's update twice as fast on the CPU) is
   recorded with each run (tinygrad_env), and the gate refuses to call a change a regression or an improvement across it."""
-  from bench.gate import gate_runs
-  from bench.records import load_runs
+  from bench.analysis.gate import gate_runs
+  from bench.analysis.loaders import load_runs
   from tests.synthetic import runs_of, write
   base = load_runs(write(str(tmp_path / "base" / "runs.jsonl"), runs_of("ppo", list(POOL[:10]))))
   monkeypatch.setenv("HCQ2", "1")
@@ -162,9 +162,9 @@ def test_runs_made_with_other_tinygrad_settings_are_not_comparable(tmp_path, mon
 def test_runs_side_by_side_are_not_compared_with_runs_alone(tmp_path):
   """Runs made with --workers (pinned, beside other runs) carry their placement; the gate and the report's verdicts never
   judge them against runs made one at a time (README: Many runs at once)."""
-  from bench.gate import gate_runs
-  from bench.records import load_runs
-  from bench.stats import compare_runs
+  from bench.analysis.gate import gate_runs
+  from bench.analysis.loaders import load_runs
+  from bench.analysis.stats import compare_runs
   from tests.synthetic import runs_of, write
   alone = runs_of("ppo", list(POOL[:10]))
   side = runs_of("ppo", list(POOL[10:20] * 0.5))
@@ -183,8 +183,8 @@ def test_one_contended_run_cannot_veto_the_verdict(tmp_path):
   """Issue 25: one contended run made the gate inconclusive (an entry made the referee itself its 'other process' and a
   2.4x regression read inconclusive). Where the clean runs are most of each side they are judged alone; where most runs
   were contended the slowdown stays inconclusive."""
-  from bench.gate import gate_runs
-  from bench.records import load_runs
+  from bench.analysis.gate import gate_runs
+  from bench.analysis.loaders import load_runs
   from tests.synthetic import runs_of, write
 
   def session(name, times, contended=()):
@@ -203,7 +203,7 @@ def test_the_referees_own_cpu_is_not_another_process():
   """The referee reading a reply trickled byte by byte is busy on the run's behalf: Contention subtracts its CPU."""
   import time
 
-  from bench.contention import Contention
+  from bench.referee.contention import Contention
 
   class Idle:           # an agent's tree that uses no CPU
     def scan(self): return 0.0
@@ -218,8 +218,8 @@ def test_the_referees_own_cpu_is_not_another_process():
 
 def test_an_unsolved_contended_run_is_never_left_out(tmp_path):
   """An agent that makes its failing runs look contended must not have them dropped: only solved ones are left out."""
-  from bench.gate import _clean_majority
-  from bench.records import load_runs
+  from bench.analysis.gate import _clean_majority
+  from bench.analysis.loaders import load_runs
   from tests.synthetic import runs_of, write
   recs = runs_of("ppo", list(POOL[:8]) + [None, None])       # two unsolved
   for i, r in enumerate(recs): r.contended = i in (0, 8, 9)

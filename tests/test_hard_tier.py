@@ -11,10 +11,11 @@ import os
 
 import pytest
 
-from bench.agent_api import resolve_agent
-from bench.records import RecordWriter, load_runs
-from bench.runner import RefereeConfig
-from bench.suite import Suite
+from bench.analysis.loaders import load_runs
+from bench.referee.agent_api import resolve_agent
+from bench.referee.config import RefereeConfig
+from bench.referee.pair import Pair
+from bench.referee.records import RecordWriter
 from envs import tasks_in_tier
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -31,10 +32,10 @@ def test_hard_task_starts_learns_and_records(task, tmp_path):
   tiny = dataclasses.replace(task, step_budget=budget, time_budget_s=600.0, eval_episodes=2, confirm_episodes=2,
                              eval_every_steps=budget)
   writer = RecordWriter(str(tmp_path / "runs.jsonl"))
-  suite = Suite(resolve_agent(os.path.join(HERE, "tiny_agents.py") + ":" + cls), tiny,
+  pair = Pair(resolve_agent(os.path.join(HERE, "tiny_agents.py") + ":" + cls), tiny,
                 RefereeConfig(device="CPU", hang_timeout_s=300.0), writer)
-  try: rec = suite.run(0)
-  finally: suite.close()
+  try: rec = pair.run(0)
+  finally: pair.close()
   assert rec.status == "unsolved" and "step budget" in rec.failure_reason, rec.failure_reason
   assert rec.steps >= budget and rec.agent_profile["updates"] >= 2            # it trained: updates ran
   assert [p["steps"] for p in rec.curve][0] == 0 and rec.curve[-1]["steps"] >= budget

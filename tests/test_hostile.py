@@ -14,11 +14,12 @@ import time
 import psutil
 import pytest
 
-from bench.agent_api import AgentError, resolve_agent
-from bench.records import RecordWriter, load_runs
-from bench.runner import run_one
-from bench.sandbox import SandboxError, probe
-from bench.suite import Suite
+from bench.analysis.loaders import load_runs
+from bench.referee.agent_api import AgentError, resolve_agent
+from bench.referee.pair import Pair
+from bench.referee.records import RecordWriter
+from bench.referee.run import run_one
+from bench.referee.sandbox import SandboxError, probe
 from tests.host import judged_run
 from tests.hostile_agents import MARKER
 from tests.test_referee import CONFIG, TASK, fake, sleepy_on_time
@@ -57,9 +58,9 @@ def _marked_processes() -> list[int]:
 # --- 1. code execution in the referee; replies it cannot read ---
 def test_unreadable_replies_fail_one_run_and_the_other_seeds_go_on(tmp_path):
   writer = RecordWriter(str(tmp_path / "runs.jsonl"))
-  suite = Suite(hostile("ObjectActions"), TASK, CONFIG, writer)
-  try: recs = [suite.run(s) for s in range(2)]
-  finally: suite.close()
+  pair = Pair(hostile("ObjectActions"), TASK, CONFIG, writer)
+  try: recs = [pair.run(s) for s in range(2)]
+  finally: pair.close()
   assert [r.status for r in recs] == ["failed", "failed"]
   assert all("dtype object" in r.failure_reason for r in recs)
   assert len(load_runs(str(tmp_path))) == 2
@@ -122,8 +123,8 @@ def test_root_in_the_sandbox_finds_doors_without_one():
 
 
 def test_the_agent_inherits_only_allow_listed_variables(tmp_path, monkeypatch):
-  """Nothing of the referee's environment reaches the agent but the allow-listed names (bench/sandbox.py agent_environ)."""
-  from bench.sandbox import agent_environ
+  """Nothing of the referee's environment reaches the agent but the allow-listed names (bench/referee/sandbox.py agent_environ)."""
+  from bench.referee.sandbox import agent_environ
   monkeypatch.setenv("RLSPEEDRUN_SIGNING_KEY", "secret")
   monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
   monkeypatch.setenv("BEAM", "2")
@@ -150,7 +151,7 @@ def test_no_process_outlives_its_run(sandbox):
 def test_kill_all_returns_once_every_process_of_the_tree_has_died():
   """A SIGKILL is delivered asynchronously: right after kill() about half of such burners still ran here (and a CI
   run found one alive after its run had ended), so the referee waits until each has died."""
-  from bench.accounting import TreeCPU
+  from bench.referee.accounting import TreeCPU
   from tests.procs import alive
   code = f"import subprocess, sys, time\nfor _ in range(2): subprocess.Popen([sys.executable, '-c', 'while True: pass', '{MARKER}'])\ntime.sleep(60)"
   for _ in range(3):
@@ -225,7 +226,8 @@ def test_an_agent_cannot_feign_a_shared_machine_with_processes_of_its_own():
   rec = run("FeignsASharedMachine")
   c = rec.contention
   # not `contended` by other processes (the hypervisor's steal, tests/host.py, is the host's, and would say so)
-  assert rec.solved and "other processes used" not in rec.contended_why and (not rec.contended or "(steal)" in rec.contended_why), (rec.contended_why, c)
+  assert rec.solved and "other processes used" not in rec.contended_why, (rec.contended_why, c)
+  assert not rec.contended or "(steal)" in rec.contended_why, (rec.contended_why, c)
   assert c["wait_share"] > 0.1 and c["cpu_share"] > 1.5 and c["others_cores"] < 0.25, c
   assert not _marked_processes()
 
@@ -244,13 +246,13 @@ def test_the_agents_import_is_on_the_clock():
 
 
 def warmed_run(name: str):
-  """A hostile agent's warm-up, then its timed run of seed 0: (its suite, closed; the record)."""
-  suite = Suite(hostile(name), TASK, CONFIG)
+  """A hostile agent's warm-up, then its timed run of seed 0: (its pair, closed; the record)."""
+  pair = Pair(hostile(name), TASK, CONFIG)
   try:
-    suite.warm_up()
-    return suite, suite.run(0)
+    pair.warm_up()
+    return pair, pair.run(0)
   finally:
-    suite.close()
+    pair.close()
 
 
 @needs_bwrap
@@ -262,19 +264,19 @@ def test_warm_up_leaves_nothing_but_a_verified_cache(tmp_path):
 @pytest.mark.parametrize("name, words", [("SmugglesInCache", "'weights' that is not tinygrad's"),
                                          ("PicklesInCache", "not a plain byte string")])
 def test_warm_up_cache_with_foreign_content_is_refused(name, words):
-  suite = Suite(hostile(name), TASK, CONFIG)
+  pair = Pair(hostile(name), TASK, CONFIG)
   try:
-    with pytest.raises(AgentError, match=words): suite.warm_up()
+    with pytest.raises(AgentError, match=words): pair.warm_up()
   finally:
-    suite.close()
+    pair.close()
   assert not os.path.exists("/tmp/rlspeedrun-boom")
 
 
 def test_a_value_the_warm_up_stored_in_a_compile_table_does_not_reach_a_timed_run():
-  """The referee rebuilds the timed runs' cache from the warm-up's keys (bench/kernel_cache.py rebuild): every value is
+  """The referee rebuilds the timed runs' cache from the warm-up's keys (bench/referee/kernel_cache.py rebuild): every value is
   what tinygrad's compiler gives for its key, so the weights stored as a 'compiled kernel' are gone."""
-  suite, rec = warmed_run("StoresWeightsInTheCache")
-  assert suite.cache_rebuilt["compiled"] >= 1, suite.cache_rebuilt
+  pair, rec = warmed_run("StoresWeightsInTheCache")
+  assert pair.cache_rebuilt["compiled"] >= 1, pair.cache_rebuilt
   assert rec.solved, rec.failure_reason        # StoresWeightsInTheCache raises Escaped when it finds its weights
   assert rec.warm_up["wall_s"] > 0 and rec.warm_up["cpu_s"] > 0 and rec.warm_up["env_steps"] > 0 and rec.warm_up["cache"]["compiled"] >= 1
 
@@ -282,12 +284,12 @@ def test_a_value_the_warm_up_stored_in_a_compile_table_does_not_reach_a_timed_ru
 def test_the_warm_up_is_capped():
   """Learning in the warm-up is bounded: its agent code gets warm_up_cap_s in all (here 3 s; an agent that trains on
   in it fails with the reason), and what it used is in every record of the pair (above)."""
-  suite = Suite(fake("HangsInTrain"), TASK, dataclasses.replace(CONFIG, warm_up_cap_s=3.0, hang_timeout_s=60.0))
+  pair = Pair(fake("HangsInTrain"), TASK, dataclasses.replace(CONFIG, warm_up_cap_s=3.0, hang_timeout_s=60.0))
   t0 = time.perf_counter()
   try:
-    with pytest.raises(AgentError, match="warm-up ran over its cap of 3 s"): suite.warm_up()
+    with pytest.raises(AgentError, match="warm-up ran over its cap of 3 s"): pair.warm_up()
   finally:
-    suite.close()
+    pair.close()
   assert time.perf_counter() - t0 < 20
 
 
@@ -297,8 +299,8 @@ def test_a_solve_with_no_learning_on_the_clock_is_flagged_for_review():
   update (the referee times each run's first update: the clock at train()'s first yield)."""
   import pandas as pd
 
-  from bench.records import frame
-  from bench.stats import compare_runs
+  from bench.analysis.loaders import frame
+  from bench.analysis.stats import compare_runs
   from tests.synthetic import runs_of
   rec = run("HandWrittenController")
   assert rec.solved and rec.review and rec.review[0].startswith("no learning curve on the clock"), (rec.failure_reason, rec.review)
@@ -353,9 +355,9 @@ def test_a_string_with_control_characters_on_the_wire_is_refused():
   assert rec.status == "failed" and "wire protocol" in rec.failure_reason and "U+001B" in rec.failure_reason, rec.failure_reason
 
 
-STAGES = ["bench.runner.calibrate", "bench.runner.Child.for_agent", "bench.runner.Child.collect_load", "bench.runner.evaluate",
-          "bench.runner.Evaluators.get", "bench.runner.Child.hold", "bench.runner.hash_sources", "bench.runner.Child.close",
-          "bench.runner.Evaluators.close"]
+STAGES = ["bench.referee.run.calibrate", "bench.referee.run.AgentProcess.for_agent", "bench.referee.run.AgentProcess.collect_load",
+          "bench.referee.run.evaluate", "bench.referee.run.Evaluators.get", "bench.referee.run.AgentProcess.hold",
+          "bench.referee.run.hash_sources", "bench.referee.run.AgentProcess.close", "bench.referee.run.Evaluators.close"]
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -368,22 +370,23 @@ def test_a_fault_of_the_referee_at_any_stage_fails_that_seed_and_the_session_goe
     calls.append(stage)
     raise ValueError(f"injected fault in {stage}")
   module, _, attr = stage.rpartition(".")
-  owner = importlib.import_module(module) if module == "bench.runner" else getattr(importlib.import_module("bench.runner"), module.split(".")[-1])
+  run_module = importlib.import_module("bench.referee.run")
+  owner = run_module if module == "bench.referee.run" else getattr(run_module, module.split(".")[-1])
   real = getattr(owner, attr)
   writer = RecordWriter(str(tmp_path / "runs.jsonl"))
-  suite = Suite(fake("SleepyTrainer"), TASK, dataclasses.replace(CONFIG, calibrate=True), writer)
+  pair = Pair(fake("SleepyTrainer"), TASK, dataclasses.replace(CONFIG, calibrate=True), writer)
   try:
     monkeypatch.setattr(owner, attr, fault)
-    first = suite.run(0)
+    first = pair.run(0)
     monkeypatch.setattr(owner, attr, real)
-    second = suite.run(1)
+    second = pair.run(1)
   finally:
-    suite.close()
+    pair.close()
   assert calls and first.status == "failed" and f"injected fault in {stage}" in first.failure_reason, first.failure_reason
   assert not first.solved and first.time_to_threshold_s is None
   assert second.solved, second.failure_reason
   assert [r["seed"] for r in load_runs(str(tmp_path)).to_dict("records")] == [0, 1]
-  assert not [p for p in psutil.process_iter(["cmdline"]) if "bench.child" in " ".join(p.info["cmdline"] or [])
+  assert not [p for p in psutil.process_iter(["cmdline"]) if "bench.referee.agent_host" in " ".join(p.info["cmdline"] or [])
               and p.pid in {c.pid for c in psutil.Process().children(recursive=True)}]   # no agent process left
 
 
@@ -403,7 +406,7 @@ def test_the_referee_chooses_the_sources_it_hashes(tmp_path):
   assert rec.solved, rec.failure_reason
   src = rec.sources
   assert "over" in src[str(entry / "sparse.bin")] and "not followed" in src[str(entry / "link.txt")]
-  assert len(src[str(entry / "agent.py")]) == 64 and any(p.endswith("bench/runner.py") for p in src)
+  assert len(src[str(entry / "agent.py")]) == 64 and any(p.endswith("bench/referee/run.py") for p in src)
   assert psutil.Process().memory_info().rss - rss0 < 200 * 2**20 and time.perf_counter() - t0 < 20
 
 
@@ -424,8 +427,8 @@ def test_the_agents_processes_are_limited():
 
 # --- the records ---
 def test_records_are_chained_and_tampering_is_detected(tmp_path):
-  from bench.records import TamperedRecords
-  from bench.report import main as report_main
+  from bench.analysis.report import main as report_main
+  from bench.referee.records import TamperedRecords
   path = tmp_path / "runs.jsonl"
   writer = RecordWriter(str(path))
   for s in range(3): writer.write(run_one(fake("Scripted"), TASK, s, CONFIG))
@@ -443,11 +446,11 @@ def test_records_are_chained_and_tampering_is_detected(tmp_path):
 
 def test_a_rewritten_file_with_a_recomputed_chain_is_refused_by_its_signatures(tmp_path, capsys):
   """Issue 25: the chain has no key, so a claimant rewrote runs.jsonl (a slower entry made faster) and recomputed it.
-  Each line is signed with a key the agent's process never sees; `bench.report --public-key` refuses the rewrite and a
+  Each line is signed with a key the agent's process never sees; `bench.analysis.report --public-key` refuses the rewrite and a
   file signed with another key, and exits non-zero; the genuine file passes."""
-  from bench.records import GENESIS, line_sha256
-  from bench.report import main as report_main
-  from bench.signing import BadSignature, Signer, load_public, new_key
+  from bench.analysis.report import main as report_main
+  from bench.referee.records import GENESIS, line_sha256
+  from bench.referee.signing import BadSignature, Signer, load_public, new_key
   key = tmp_path / "referee.pem"
   signer = new_key(str(key))
   assert oct(os.stat(key).st_mode & 0o777) == "0o600"
@@ -517,7 +520,7 @@ def test_an_entry_whose_directory_holds_tmp_is_refused_with_the_reason():
 
 
 def test_the_warm_up_cache_is_taken_following_no_link(tmp_path):
-  from bench.kernel_cache import CacheRejected, take
+  from bench.referee.kernel_cache import CacheRejected, take
   scratch = tmp_path / "scratch"
   scratch.mkdir()
   elsewhere = tmp_path / "elsewhere"
@@ -542,7 +545,7 @@ def test_the_rebuild_keeps_compiled_keys_only(tmp_path):
   from tinygrad import Device
   from tinygrad.helpers import VERSION
 
-  from bench.kernel_cache import rebuild
+  from bench.referee.kernel_cache import rebuild
   table = f"{Device['CPU'].compiler.cachekey}_{VERSION}"
   src = tmp_path / "warm-up.db"
   con = sqlite3.connect(src)
@@ -564,7 +567,7 @@ def test_the_rebuild_keeps_compiled_keys_only(tmp_path):
 def test_cpu_accounting_never_goes_back():
   """A child of a process that ignores SIGCHLD is reaped by no one: its time leaves the tree's sum when it exits, which
   made a later difference negative (an allowance for work between act() calls). read() never goes below itself."""
-  from bench.accounting import TreeCPU
+  from bench.referee.accounting import TreeCPU
   code = ("import os, signal, time\nsignal.signal(signal.SIGCHLD, signal.SIG_IGN)\n"
           "if os.fork() == 0:\n  end = time.process_time() + 0.6\n  while time.process_time() < end: pass\n  os._exit(0)\n"
           "time.sleep(3)\n")

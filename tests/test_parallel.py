@@ -11,11 +11,12 @@ import time
 import psutil
 import pytest
 
-from bench.agent_api import resolve_agent
+from bench.analysis.loaders import load_runs
 from bench.parallel import CoreLocks, LocalSlot, PlacementError, Pool, most_beside, plan
-from bench.records import RecordWriter, load_runs
-from bench.runner import RefereeConfig
-from bench.suite import Suite
+from bench.referee.agent_api import resolve_agent
+from bench.referee.config import RefereeConfig
+from bench.referee.pair import Pair
+from bench.referee.records import RecordWriter
 from envs import get_task
 from tests.procs import agents, alive, cmdline, tree
 
@@ -65,11 +66,11 @@ def test_runs_beside_a_run_are_the_most_at_one_instant():
 
 
 def run_pool(tmp_path, agent: str, seeds, *, workers: int = 2, cold: int | None = None, **referee):
-  suite = Suite(resolve_agent(agent), get_task("CartPole-v1"), RefereeConfig(calibrate=False, hang_timeout_s=60, **referee),
+  pair = Pair(resolve_agent(agent), get_task("CartPole-v1"), RefereeConfig(calibrate=False, hang_timeout_s=60, **referee),
                 RecordWriter(str(tmp_path / "runs.jsonl")))
-  try: Pool(plan(workers, "CPU", cores_per_run=1), LocalSlot).run_pair(suite, list(seeds), cold)
-  finally: suite.close()
-  return {(r.seed, r.role): r for r in suite.records}
+  try: Pool(plan(workers, "CPU", cores_per_run=1), LocalSlot).run_pair(pair, list(seeds), cold)
+  finally: pair.close()
+  return {(r.seed, r.role): r for r in pair.records}
 
 
 @pytest.mark.slow

@@ -58,7 +58,7 @@ def test_adapter_runs_sb3_on_the_calling_thread_and_trains_as_its_own_loop_does(
 def test_peer_torch_threads_env_overrides_and_is_recorded(monkeypatch):
   import torch
 
-  from bench.records import AGENT_VARS
+  from bench.referee.records import AGENT_VARS
   monkeypatch.setenv("PEER_TORCH_THREADS", "2")
   before = torch.get_num_threads()
   try: assert SB3PPO(CARTPOLE, seed=0).profile["torch_threads"] == 2.0
@@ -67,8 +67,8 @@ def test_peer_torch_threads_env_overrides_and_is_recorded(monkeypatch):
 
 
 def test_only_peers_get_a_preload_and_an_entry_cannot_borrow_one(tmp_path):
-  from bench.agent_api import resolve_agent
   from bench.peers import PEER_AGENTS, PEER_PRELOAD
+  from bench.referee.agent_api import resolve_agent
   assert set(PEER_PRELOAD) == set(PEER_AGENTS)
   assert resolve_agent("rltools-sac").preload == ("tinyrl", "bench.peers.rltools:prepare_sac")
   (tmp_path / "mine.py").write_text("class A: pass\n")
@@ -77,10 +77,10 @@ def test_only_peers_get_a_preload_and_an_entry_cannot_borrow_one(tmp_path):
 
 
 def test_a_preload_function_is_called_with_the_task_in_untimed_start_up(monkeypatch):
-  import bench.child
+  import bench.referee.agent_host
   from tests import fake_agents
   monkeypatch.setattr(fake_agents, "PREPARED", [])
-  bench.child._preload(["tests.fake_agents:prepare", "no_such_module_xyz"], PENDULUM)
+  bench.referee.agent_host._preload(["tests.fake_agents:prepare", "no_such_module_xyz"], PENDULUM)
   assert fake_agents.PREPARED == ["Pendulum-v1"]
 
 
@@ -99,7 +99,7 @@ def test_plain_loop_runs_the_peer_in_its_own_loop_and_evaluates_on_the_step_grid
 def test_a_peer_restored_from_its_snapshot_acts_as_it_does(cls, task):
   """The referee's evaluator (PROTOCOL.md section 3): a fresh peer given a trained one's snapshot() acts as it does (its
   parameters, and VecNormalize's statistics where the zoo normalises: PPO on Acrobot)."""
-  from bench.child import pack, restore, snapshot, unpack
+  from bench.referee.agent_host import pack, restore, snapshot, unpack
   trained, fresh = cls(task, seed=0), cls(task, seed=1)
   for s in trained.train():
     if s >= 2100: break

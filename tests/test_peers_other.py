@@ -53,7 +53,7 @@ def test_sbx_ppo_trains_through_the_sb3_adapter_and_acts_on_a_batch():
 def test_an_sbx_peer_restored_from_its_snapshot_acts_as_it_does(algo, task):
   pytest.importorskip("sbx")
   import bench.peers.sbx as peers
-  from bench.child import pack, restore, snapshot, unpack
+  from bench.referee.agent_host import pack, restore, snapshot, unpack
   trained, fresh = getattr(peers, algo)(task, seed=0), getattr(peers, algo)(task, seed=1)
   _train_until(trained, 2100)
   obs = np.stack([task.make_env().reset(seed=i)[0] for i in range(64)])

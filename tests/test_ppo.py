@@ -1,11 +1,23 @@
-"""The reference PPO's pieces: GAE, the block-diagonal actor-critic, fixed-shape jitted calls."""
+"""The reference PPO's pieces: GAE, the block-diagonal actor-critic, fixed-shape jitted calls; the dispatch to its
+variants (agents/ppo.py)."""
 from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import pathlib
 
 import numpy as np
 import pytest
 
+import agents
+from agents import ppo_atari, ppo_continuous
 from agents.common import copyin, copyout
-from agents.ppo import PPO, Config, gae
+from agents.ppo import PPO, variant
+from agents.ppo_atari import PPOAtari
+from agents.ppo_base import gae
+from agents.ppo_continuous import PPOContinuous
+from agents.ppo_discrete import Config, PPODiscrete
 from envs import get_task
 
 TASK = get_task("CartPole-v1")
@@ -42,6 +54,34 @@ def test_gae_does_not_mix_envs_and_matches_plain_recursion_without_episode_ends(
       assert adv[t, n] == pytest.approx(running, rel=1e-5)
 
 
+# --- the dispatch: `ppo` builds the variant for the task ---
+@pytest.mark.parametrize("name, cls", [("CartPole-v1", PPODiscrete), ("LunarLander-v3", PPODiscrete), ("MountainCar-v0", PPODiscrete),
+                                       ("Pendulum-v1", PPOContinuous), ("MountainCarContinuous-v0", PPOContinuous),
+                                       ("Breakout-MinAtar-v1", PPOAtari), ("Pong-v5", PPOAtari)])
+def test_variant_by_task_settings_else_by_spaces(name, cls):
+  assert variant(get_task(name)) is cls
+
+
+def test_ppo_is_an_agent_class_whose_instances_are_the_variants(monkeypatch):
+  assert inspect.isclass(PPO) and inspect.isgeneratorfunction(PPO.train) and callable(PPO.act)   # the referee's checks
+  inspect.signature(PPO).bind(object(), 0)
+  with pytest.raises(TypeError, match="PPOContinuous takes agents.ppo_continuous.Config"): PPO(get_task("Pendulum-v1"), 0, Config())
+  monkeypatch.setenv("PPO_CONFIG", "sde_sample_freq=2")       # one variable for every variant, with that variant's fields
+  a = PPO(get_task("Pendulum-v1"), 0)
+  assert type(a) is PPOContinuous and a.cfg == dataclasses.replace(ppo_continuous.TASK_CONFIGS["Pendulum-v1"], sde_sample_freq=2)
+  with pytest.raises(ValueError, match="not FIELD=VALUE with a field of Config"): PPO(TASK, 0)
+
+
+def test_no_agent_imports_the_dispatch_and_no_variant_another():
+  """agents/ppo.py imports the variants; they build on agents/ppo_base.py only: no import cycle (function-level too)."""
+  for path in pathlib.Path(agents.__file__).parent.glob("*.py"):
+    nodes = list(ast.walk(ast.parse(path.read_text())))
+    mods = {n.module for n in nodes if isinstance(n, ast.ImportFrom)} | {a.name for n in nodes if isinstance(n, ast.Import) for a in n.names}
+    mods |= {f"agents.{a.name}" for n in nodes if isinstance(n, ast.ImportFrom) and n.module == "agents" for a in n.names}
+    if path.name != "ppo.py": assert "agents.ppo" not in mods, path.name
+    if path.name.startswith("ppo_"): assert not mods & {"agents.ppo_discrete", "agents.ppo_continuous", "agents.ppo_atari"}, path.name
+
+
 @pytest.fixture(scope="module")
 def agent():
   return PPO(TASK, 0, Config(num_envs=8, num_steps=8, epochs=2, minibatches=2))
@@ -71,6 +111,7 @@ def numpy_forward(agent, obs, with_latent: bool = False):
 
 
 def test_act_is_greedy_for_any_batch_size(agent):
+  assert type(agent) is PPODiscrete
   rng = np.random.default_rng(1)
   for n in (3, 10, 3, 100, 10, 250):     # all through the sampling graph with zero noise (250: three calls of 100 rows)
     obs = rng.normal(size=(n, 4)).astype(np.float32)
@@ -150,7 +191,6 @@ def test_training_keeps_actor_and_critic_separate_and_finite(agent):
 
 
 def test_anneal_lr_decays_the_step_size_linearly_to_zero_over_the_step_budget():
-  import dataclasses
   task = dataclasses.replace(TASK, step_budget=200)
   a = PPO(task, 0, Config(num_envs=8, num_steps=8, epochs=1, minibatches=1, anneal_lr=True))
   lrs, seen, learn = [], [], a._learn
@@ -165,7 +205,7 @@ def test_anneal_lr_decays_the_step_size_linearly_to_zero_over_the_step_budget():
 # --- continuous actions: Gaussian policy with a state-independent log-std ---
 @pytest.fixture(scope="module")
 def gaussian():
-  return PPO(get_task("Pendulum-v1"), 0, Config(num_envs=8, num_steps=8, epochs=2, minibatches=2, log_std_init=-0.5))
+  return PPO(get_task("Pendulum-v1"), 0, ppo_continuous.Config(num_envs=8, num_steps=8, epochs=2, minibatches=2, log_std_init=-0.5))
 
 
 def test_gaussian_sample_log_prob_matches_scipy(gaussian):
@@ -201,8 +241,8 @@ def test_gaussian_training_updates_the_log_std_and_stays_finite(gaussian):
 # --- gSDE: noise = latent @ (eps * std), a matrix per env held for sde_sample_freq steps ---
 @pytest.fixture(scope="module")
 def gsde():
-  return PPO(get_task("Pendulum-v1"), 0, Config(num_envs=8, num_steps=8, epochs=2, minibatches=2, layers=2, gsde=True,
-                                                sde_sample_freq=4, log_std_init=-1.0))
+  return PPO(get_task("Pendulum-v1"), 0, ppo_continuous.Config(num_envs=8, num_steps=8, epochs=2, minibatches=2, layers=2, gsde=True,
+                                                               sde_sample_freq=4, log_std_init=-1.0))
 
 
 def test_gsde_action_and_log_prob_match_numpy_and_scipy(gsde):
@@ -280,8 +320,8 @@ def numpy_conv_forward(agent, obs):
 def test_conv_policy_matches_numpy_for_any_batch_size(name, conv):
   pytest.importorskip("minatar" if "MinAtar" in name else "ale_py")
   task = get_task(name)
-  agent = PPO(task, 0, Config(num_envs=2, num_steps=4, minibatches=2, epochs=1, hidden=16, conv=conv,
-                              obs_scale=1 / 255 if "Pong" in name else 1.0))
+  agent = PPO(task, 0, ppo_atari.Config(num_envs=2, num_steps=4, minibatches=2, epochs=1, hidden=16, conv=conv,
+                                        obs_scale=1 / 255 if "Pong" in name else 1.0))
   obs_space, _ = task.spaces()
   rng = np.random.default_rng(9)
   for n in (1, 3, 2):

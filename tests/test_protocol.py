@@ -1,4 +1,4 @@
-"""The wire format (bench/protocol.py), the kernel-cache check (bench/kernel_cache.py), the sandbox probe and
+"""The wire format (bench/referee/protocol.py), the kernel-cache check (bench/referee/kernel_cache.py), the sandbox probe and
 the verdict on an entry that ran without a sandbox: the pieces of the referee's hardening, one at a time."""
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 
-from bench import protocol as P
-from bench.kernel_cache import CacheRejected, seal, verify
-from bench.records import frame
-from bench.sandbox import Sandbox, probe
-from bench.stats import compare_runs
+from bench.analysis.loaders import frame
+from bench.analysis.stats import compare_runs
+from bench.referee import protocol as P
+from bench.referee.kernel_cache import CacheRejected, seal, verify
+from bench.referee.sandbox import Sandbox, probe
 from tests.synthetic import lognormal_times, runs_of
 
 
@@ -144,7 +144,7 @@ def test_views_and_triggers_are_refused(tmp_path):
 # --- no sandbox: said why, and no verdict on an entry ---
 def test_probe_says_why_there_is_no_sandbox(monkeypatch):
   """Where the sandbox cannot be made the session refuses to start, naming the fix; only --sandbox none switches it off."""
-  from bench.sandbox import SandboxError
+  from bench.referee.sandbox import SandboxError
   probe.cache_clear()
   monkeypatch.setenv("PATH", "/nonexistent")
   try:
@@ -176,7 +176,7 @@ def test_far_fewer_steps_than_any_reference_run_is_flagged_for_review():
 
 
 def test_printable_escapes_invisible_and_line_breaking_characters():
-  from bench.protocol import printable
+  from bench.referee.protocol import printable
   for ch in ("\u2028", "\u2029", "\u200e", "\u200f", "\u061c", "\ufeff", "\u2066", "\x1b", "\x9b"):
     assert ch not in printable(f"a{ch}b") and printable(f"a{ch}b").isprintable()
   assert printable("tab\tand | stay") == "tab\tand | stay"
@@ -185,6 +185,6 @@ def test_printable_escapes_invisible_and_line_breaking_characters():
 def test_a_record_cannot_add_a_column_to_the_reports_tables():
   import pandas as pd
 
-  from bench.report import _md
+  from bench.analysis.tables import markdown as _md
   table = _md(pd.DataFrame({"agent": ["x"], "why": ["a | b | solved\u2028"]}))
   assert table.splitlines()[2].count(" | ") == 1 and "\\|" in table

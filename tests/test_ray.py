@@ -11,7 +11,7 @@ import time
 import psutil
 import pytest
 
-from bench.records import load_runs
+from bench.analysis.loaders import load_runs
 from tests.procs import agents
 
 pytestmark = pytest.mark.slow    # a Ray cluster's start-up in each: `pytest -m slow` (CI runs them)
@@ -39,17 +39,17 @@ def test_a_node_that_dies_mid_run_makes_that_run_a_failed_record(tmp_path):
   from ray.cluster_utils import Cluster
 
   from bench import ray_slots
-  from bench.agent_api import resolve_agent
   from bench.parallel import Pool
-  from bench.records import RecordWriter
-  from bench.runner import RefereeConfig
-  from bench.suite import Suite
+  from bench.referee.agent_api import resolve_agent
+  from bench.referee.config import RefereeConfig
+  from bench.referee.pair import Pair
+  from bench.referee.records import RecordWriter
   from envs import get_task
   cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})    # the driver's node runs nothing
   node = cluster.add_node(num_cpus=1)
   ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False,
            runtime_env={"env_vars": {"PYTHONPATH": ROOT}})
-  suite = Suite(resolve_agent("tests/fake_agents.py:SlowNeverLearns"), get_task("CartPole-v1"),
+  pair = Pair(resolve_agent("tests/fake_agents.py:SlowNeverLearns"), get_task("CartPole-v1"),
                 RefereeConfig(calibrate=False, startup_timeout_s=15), RecordWriter(str(tmp_path / "runs.jsonl")))
   try:
     running = threading.Event()
@@ -58,7 +58,7 @@ def test_a_node_that_dies_mid_run_makes_that_run_a_failed_record(tmp_path):
         if line.startswith("run "): running.set()      # the warm-up is over: seed 0's run is asked for
         return super().call(line)
     pool = Pool(ray_slots.plan(None, "CPU", 1), Slot, label="test cluster")
-    done = threading.Thread(target=pool.run_pair, args=(suite, [0, 1], None), daemon=True)
+    done = threading.Thread(target=pool.run_pair, args=(pair, [0, 1], None), daemon=True)
     done.start()
     assert running.wait(timeout=180), "the slot never got past its warm-up"
     deadline, ours = time.time() + 60, []
@@ -71,10 +71,10 @@ def test_a_node_that_dies_mid_run_makes_that_run_a_failed_record(tmp_path):
     done.join(timeout=120)
     assert not done.is_alive()
   finally:
-    suite.close()
+    pair.close()
     ray.shutdown()
     cluster.shutdown()
-  recs = {r.seed: r for r in suite.records}
+  recs = {r.seed: r for r in pair.records}
   assert sorted(recs) == [0, 1] and len(load_runs(str(tmp_path / "runs.jsonl"))) == 2
   assert recs[0].status == "failed" and "died" in recs[0].failure_reason and "node" in recs[0].failure_reason
   assert recs[0].placement["scheduler"] == "ray" and recs[0].placement["node_id"] and recs[0].placement["cores"]   # where it was

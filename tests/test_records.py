@@ -7,9 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.agent_api import AgentSpec
-from bench.records import SCHEMA_VERSION, RecordWriter, RunRecord, load_curves, load_runs
-from bench.report import summary_table
+from bench.analysis.loaders import load_curves, load_runs
+from bench.analysis.report import summary_table
+from bench.referee.agent_api import AgentSpec
+from bench.referee.records import SCHEMA_VERSION, RecordWriter, RunRecord
 from envs import get_task
 
 TASK = get_task("CartPole-v1")

@@ -10,11 +10,13 @@ import time
 
 import pytest
 
-from bench.agent_api import AgentError, resolve_agent
-from bench.evaluation import EvalSeeds
-from bench.records import RecordWriter, load_runs
-from bench.runner import RefereeConfig, run_one
-from bench.suite import Suite
+from bench.analysis.loaders import load_runs
+from bench.referee.agent_api import AgentError, resolve_agent
+from bench.referee.config import RefereeConfig
+from bench.referee.evaluation import EvalSeeds
+from bench.referee.pair import Pair
+from bench.referee.records import RecordWriter
+from bench.referee.run import run_one
 from envs import Task
 from tests.host import judged_run
 from tests.procs import cmdline
@@ -144,9 +146,9 @@ def test_hang_is_killed_within_timeout():
 
 def test_crash_on_one_seed_other_seeds_go_on(tmp_path):
   writer = RecordWriter(str(tmp_path / "runs.jsonl"))
-  suite = Suite(fake("CrashesOnSeed1"), TASK, CONFIG, writer)
-  try: recs = [suite.run(s) for s in range(3)]
-  finally: suite.close()
+  pair = Pair(fake("CrashesOnSeed1"), TASK, CONFIG, writer)
+  try: recs = [pair.run(s) for s in range(3)]
+  finally: pair.close()
   assert [r.status for r in recs] == ["solved", "failed", "solved"]
   df = load_runs(str(tmp_path))
   assert list(df["status"]) == ["solved", "failed", "solved"]      # every run on disk, in order
@@ -160,21 +162,21 @@ def test_crash_on_one_seed_other_seeds_go_on(tmp_path):
 ])
 def test_malformed_agent_gets_one_clear_error_before_timing(name, words, tmp_path):
   writer = RecordWriter(str(tmp_path / "runs.jsonl"))
-  suite = Suite(fake(name), TASK, CONFIG, writer)
+  pair = Pair(fake(name), TASK, CONFIG, writer)
   try:
     with pytest.raises(AgentError, match=re.escape(words)):
-      suite.warm_up()
+      pair.warm_up()
   finally:
-    suite.close()
+    pair.close()
   assert not os.path.exists(writer.path)       # nothing was timed or recorded
 
 
 @pytest.mark.parametrize("name, slow", [("Scripted", False), ("SlowAct", True)])
 def test_warm_up_warns_of_an_act_that_will_make_evaluations_slow(name, slow):
   warnings = []
-  suite = Suite(fake(name), TASK, CONFIG, on_warning=warnings.append)
-  try: suite.warm_up()
-  finally: suite.close()
+  pair = Pair(fake(name), TASK, CONFIG, on_warning=warnings.append)
+  try: pair.warm_up()
+  finally: pair.close()
   assert bool(warnings) == slow
   if slow: assert "act() took" in warnings[0] and "500 times" in warnings[0] and "jit it" in warnings[0]
 
@@ -230,10 +232,10 @@ def test_agent_process_dies_with_the_referee(tmp_path, sandbox):
   script = tmp_path / "referee.py"
   script.write_text(
     "import os, sys, tempfile, time\n"
-    "from bench import protocol as P\n"
-    "from bench.runner import Child, RefereeConfig\n"
+    "from bench.referee import protocol as P\n"
+    "from bench.referee.agent_process import AgentProcess\nfrom bench.referee.config import RefereeConfig\n"
     "from envs import get_task\n"
-    f"c = Child(RefereeConfig(device='CPU', sandbox={sandbox!r}), tempfile.mkdtemp(), None)\n"
+    f"c = AgentProcess(RefereeConfig(device='CPU', sandbox={sandbox!r}), tempfile.mkdtemp(), None)\n"
     "c.request(P.Load(task=get_task('CartPole-v1').to_wire(), preload=[]), 120, 'start-up', P.Loaded)\n"
     "c.request(P.Import(target=sys.argv[1]), 60, 'import', P.Ok)\n"
     "c.request(P.Construct(seed=0), 60, 'construction', P.Ok)\n"
@@ -258,13 +260,13 @@ def _alive(pid: int) -> bool:
 
 
 def test_tinygrads_compile_workers_are_up_before_the_clock_starts(tmp_path):
-  """Started in the untimed start-up (bench/child.py _start_compile_pool): else they start in the first act() of the
+  """Started in the untimed start-up (bench/referee/agent_host.py _start_compile_pool): else they start in the first act() of the
   untrained evaluation and their imports run on into the next calls, which the referee counts as work while train()
   is suspended (an honest PPO Pendulum run failed so in CI)."""
   from tinygrad.helpers import PARALLEL
 
-  from bench.runner import Child
-  child = Child.for_agent(CONFIG, fake("Scripted"), str(tmp_path))
+  from bench.referee.agent_process import AgentProcess
+  child = AgentProcess.for_agent(CONFIG, fake("Scripted"), str(tmp_path))
   try:
     child.load(TASK, fake("Scripted"))
     procs = child.cpu.snapshot()

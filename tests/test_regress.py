@@ -1,5 +1,5 @@
-"""The regression gate's plumbing: where a baseline comes from (bench/regress.py), named baselines (bench/baseline.py),
-the history page (bench/history.py), contention (bench/contention.py), and the machine-speed calibration."""
+"""The regression gate's plumbing: where a baseline comes from (bench/regress.py), named baselines (bench/analysis/baseline.py),
+the history page (bench/analysis/history.py), contention (bench/referee/contention.py), and the machine-speed calibration."""
 from __future__ import annotations
 
 import json
@@ -22,7 +22,7 @@ def test_a_baseline_is_a_path_a_named_baseline_or_a_git_ref(tmp_path, monkeypatc
   session = write(str(tmp_path / "s1" / "runs.jsonl"), runs_of("ppo", [3.0, 3.1, 2.9]))
   assert isinstance(resolve(os.path.dirname(session)), regress.Stored) and isinstance(resolve(session), regress.Stored)
   monkeypatch.setattr(regress, "BASELINES_DIR", str(tmp_path / "baselines"))
-  from bench.baseline import save
+  from bench.analysis.baseline import save
   save("nightly", [os.path.dirname(session)], root=str(tmp_path / "baselines"))
   base = resolve("nightly")
   assert isinstance(base, regress.Stored) and len(base.runs_for("ppo", "CartPole-v1")) == 3
@@ -57,12 +57,12 @@ def test_interleaving_alternates_which_side_runs_first_and_both_sides_are_worker
 
 def test_an_interleaved_pair_is_judged_without_the_stored_runs_machine_speed_check():
   """Both sides of a git-ref baseline run on this machine, seed by seed: their speed scores differ by the moment's load
-  (0.040 and 0.066 s were both scores of one session on this VM), recorded but not judged (bench/gate.py gate_runs).
+  (0.040 and 0.066 s were both scores of one session on this VM), recorded but not judged (bench/analysis/gate.py gate_runs).
   A CI run's gate of 2 seeds a side against HEAD (tests/test_cli.py) failed to say 'inconclusive' while the hypervisor
   stole cores: the speed check was the one that could differ between two sides of one machine."""
   from dataclasses import asdict
 
-  from bench.calibrate import WORKLOAD
+  from bench.referee.calibrate import WORKLOAD
   from tests.synthetic import runs_of
   base, cur = runs_of("ppo", [3.0, 3.1]), runs_of("ppo", [3.05, 2.95])
   for r in base: r.calibration = {"workload": WORKLOAD, "score_s": 0.040}
@@ -79,7 +79,7 @@ def test_an_interleaved_pair_is_judged_without_the_stored_runs_machine_speed_che
 
 
 def test_a_baseline_saves_whole_sessions_lists_them_and_refuses_a_tampered_one(tmp_path, capsys):
-  from bench.baseline import listing, main, save
+  from bench.analysis.baseline import listing, main, save
   s1 = write(str(tmp_path / "results" / "20261101-000000-a" / "runs.jsonl"), runs_of("ppo", [3.0, 3.2]))
   s2 = write(str(tmp_path / "results" / "20261102-000000-a" / "runs.jsonl"), runs_of("dqn", [9.0, 12.0]))
   dest = save("box1", [os.path.dirname(s1), os.path.dirname(s2)], root=str(tmp_path / "baselines"))
@@ -96,7 +96,7 @@ def test_a_baseline_saves_whole_sessions_lists_them_and_refuses_a_tampered_one(t
 
 
 def test_the_history_page_marks_a_regression_and_draws_each_pair(tmp_path):
-  from bench.history import main
+  from bench.analysis.history import main
   medians = [3.0, 3.05, 2.95, 4.5]               # the fourth session: 50 % slower
   for i, m in enumerate(medians):
     recs = runs_of("ppo", lognormal_times(m, 10, seed=i, sigma=0.05))
@@ -110,15 +110,15 @@ def test_the_history_page_marks_a_regression_and_draws_each_pair(tmp_path):
 
 
 def test_each_agent_is_lined_up_by_its_own_configuration_variable():
-  from bench.history import _own_config
+  from bench.analysis.history import _own_config
   recorded = ["PPO_CONFIG", "PPO_JIT_CONFIG", "SAC_CONFIG"]
   assert _own_config("ppo", recorded) == "PPO_CONFIG" and _own_config("ppo_jit", recorded) == "PPO_JIT_CONFIG"
   assert _own_config("ppo_jit", ["PPO_CONFIG"]) is None and _own_config("dqn", recorded) is None   # not another's
 
 
 def test_a_run_sharing_the_cores_with_cpu_burners_is_contended_and_a_quiet_one_is_not():
-  from bench.accounting import TreeCPU
-  from bench.contention import Contention
+  from bench.referee.accounting import TreeCPU
+  from bench.referee.contention import Contention
 
   def measure(burners: int) -> dict:
     hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(burners)]
@@ -141,7 +141,7 @@ def test_a_run_sharing_the_cores_with_cpu_burners_is_contended_and_a_quiet_one_i
 
 
 def test_the_speed_calibration_is_a_fixed_workload_scored_by_its_fastest_pass():
-  from bench.calibrate import WORKLOAD, calibrate, speed_ratio
+  from bench.referee.calibrate import WORKLOAD, calibrate, speed_ratio
   c = calibrate(repeats=3)
   assert c["workload"] == WORKLOAD and len(c["passes_s"]) == 3 and c["score_s"] == min(c["passes_s"]) > 0
   assert speed_ratio([{"workload": WORKLOAD, "score_s": 0.2}], [{"workload": WORKLOAD, "score_s": 0.1}]) == 2.0
@@ -154,7 +154,7 @@ def test_the_speed_calibration_sees_how_many_cores_there_are():
   two passes, where one process (v3) took one: one pass alone could not tell one core from two."""
   import os
 
-  from bench.calibrate import calibrate
+  from bench.referee.calibrate import calibrate
   cores = os.sched_getaffinity(0)
   os.sched_setaffinity(0, {min(cores)})
   try:
@@ -170,7 +170,7 @@ def test_the_speed_calibration_never_computes_on_subnormal_floats():
   that said nothing comparable. v3's values stay normal through every product."""
   import numpy as np
 
-  from bench.calibrate import _matrices
+  from bench.referee.calibrate import _matrices
   a, w = _matrices()
   smallest = np.inf
   for _ in range(1500):
@@ -185,7 +185,7 @@ def test_records_carry_tinygrads_version_and_the_commit_of_its_checkout(tmp_path
   import importlib.util
   from types import SimpleNamespace
 
-  from bench.records import hardware_fingerprint, tinygrad_info
+  from bench.referee.records import hardware_fingerprint, tinygrad_info
   version, _ = tinygrad_info()
   assert hardware_fingerprint()["tinygrad_version"] == version and "tinygrad_commit" in hardware_fingerprint()
   repo = tmp_path / "tinygrad-checkout"
@@ -211,12 +211,12 @@ def test_a_worker_and_its_agent_die_with_the_session(tmp_path):
   import psutil
   script = (
     "import os, sys, time\n"
-    "from bench.agent_api import resolve_agent\nfrom bench.regress import Worker\nfrom bench.runner import RefereeConfig\n"
+    "from bench.referee.agent_api import resolve_agent\nfrom bench.regress import Side\nfrom bench.referee.config import RefereeConfig\n"
     "from envs import get_task\n"
-    f"w = Worker({ROOT!r}, None, 'test', resolve_agent('tests/fake_agents.py:SleepyTrainer'), get_task('CartPole-v1'), "
+    f"w = Side({ROOT!r}, None, 'test', resolve_agent('tests/fake_agents.py:SleepyTrainer'), get_task('CartPole-v1'), "
     f"RefereeConfig(hang_timeout_s=30.0), {str(tmp_path / 'runs.jsonl')!r})\n"
-    "w.proc.stdin.write('warm-up\\n'); w.proc.stdin.flush()\n"
-    "print(w.proc.pid, flush=True)\ntime.sleep(60)\n")
+    "w.client.proc.stdin.write('warm-up\\n'); w.client.proc.stdin.flush()\n"
+    "print(w.client.proc.pid, flush=True)\ntime.sleep(60)\n")
   session = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True)
   worker = psutil.Process(int(session.stdout.readline()))
   deadline = time.time() + 30

@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.records import load_runs
-from bench.report import PNGS, curves_on_grid, main, summary_table, verdict_table, write_report
+from bench.analysis.loaders import load_runs
+from bench.analysis.report import PNGS, curves_on_grid, main, summary_table, verdict_table, write_report
 from tests.synthetic import lognormal_times, runs_of, write
 
 
@@ -73,7 +73,7 @@ def test_records_of_schema_2_describe_themselves_from_what_they_recorded(tmp_pat
   for r, target in zip(recs, ["agents.ppo:PPO", "/home/me/mine.py:Mine"]):
     for k in ("agent_kind", "solve_bar"): r.pop(k)
     r.update(schema_version=2, agent_target=target)
-  from bench.records import GENESIS, line_sha256
+  from bench.referee.records import GENESIS, line_sha256
   prev, lines = GENESIS, []
   for r in recs:
     lines.append(json.dumps({**r, "prev_sha256": prev}))
@@ -84,7 +84,7 @@ def test_records_of_schema_2_describe_themselves_from_what_they_recorded(tmp_pat
 
 
 def test_the_report_says_where_the_sessions_time_went(tmp_path):
-  from bench.report import time_split
+  from bench.analysis.report import time_split
   recs = runs_of("ppo", [1.0, 2.0])
   for r in recs:
     r.breakdown.update(train_clock_s=r.training_clock_s, eval_s=3.0, start_up_s=2.0, evaluator_start_s=1.0, calibration_s=0.5,

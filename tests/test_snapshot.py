@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from tinygrad import Tensor, TinyJit
 
-from bench import calibrate
-from bench.agent_api import AgentError
-from bench.child import pack, restore, snapshot, unpack
-from bench.suite import Suite
+from bench.referee import calibrate
+from bench.referee.agent_api import AgentError
+from bench.referee.agent_host import pack, restore, snapshot, unpack
+from bench.referee.pair import Pair
 from tests.test_referee import CONFIG, TASK, fake
 
 
@@ -57,11 +57,11 @@ def test_the_snapshot_is_numbers_without_pickle():
 
 
 def test_a_snapshot_that_misses_what_act_reads_is_refused_in_the_warm_up():
-  suite = Suite(fake("ForgetsItsState"), TASK, CONFIG)
+  pair = Pair(fake("ForgetsItsState"), TASK, CONFIG)
   try:
-    with pytest.raises(AgentError, match="acts otherwise than its training process"): suite.warm_up()
+    with pytest.raises(AgentError, match="acts otherwise than its training process"): pair.warm_up()
   finally:
-    suite.close()
+    pair.close()
 
 
 def test_budgets_scale_with_the_machines_speed_and_never_shrink():
@@ -74,7 +74,7 @@ def test_budgets_scale_with_the_machines_speed_and_never_shrink():
 
 
 def test_a_run_records_its_scaled_budget(monkeypatch):
-  import bench.runner as runner
+  import bench.referee.run as runner
   monkeypatch.setattr(runner, "calibrate", lambda: {"workload": calibrate.WORKLOAD, "score_s": 0.075, "session_median_s": 0.075})
   rec = runner.run_one(fake("NeverLearns"), TASK, 0, CONFIG.__class__(**{**CONFIG.__dict__, "calibrate": True}))
   assert rec.budget_scale == pytest.approx(3.0) and rec.time_budget_s == pytest.approx(3 * TASK.time_budget_s)
@@ -86,7 +86,7 @@ def test_a_dead_referees_frozen_group_is_reaped_with_its_processes():
   import subprocess
   import sys
 
-  from bench import cgroup
+  from bench.referee import cgroup
   if os.geteuid() != 0: pytest.skip("cgroups need root")
   g = cgroup.Group.make("test")
   if g is None: pytest.skip("no cgroup freezer here")
@@ -106,7 +106,7 @@ def test_a_dead_referees_frozen_group_is_reaped_with_its_processes():
 
 
 def test_the_agents_tensors_are_found_through_cycles_and_past_modules():
-  from bench.child import tensors
+  from bench.referee.agent_host import tensors
   a = Tiny(0)
   a.me, a.np, a.nested = a, np, {"x": [(a.w, Tensor.zeros(1).realize())]}
   found = tensors(a)

@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.records import load_runs
-from bench.stats import compare, compare_runs, iqm, performance_profile, pick_baseline
+from bench.analysis.loaders import load_runs
+from bench.analysis.stats import compare, compare_runs, iqm, performance_profile, pick_baseline
 from tests.synthetic import lognormal_times, runs_of, write
 
 
@@ -39,7 +39,7 @@ def test_equal_sets_give_no_significant_difference():
 
 
 def test_false_verdicts_and_ci_coverage_over_many_draws():
-  """Same distribution: 'faster' about ALPHA of the time; a true 2x: the CI covers 2 about 95% of the time."""
+  """Same distribution: 'faster' about VERDICT_ALPHA of the time; a true 2x: the CI covers 2 about 95% of the time."""
   false_faster = sum(compare(lognormal_times(3.0, 10, seed=s), lognormal_times(3.0, 10, seed=1000 + s),
                              [True] * 10, [True] * 10).verdict == "faster" for s in range(200))
   assert false_faster / 200 <= 0.10

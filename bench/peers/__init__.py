@@ -9,6 +9,8 @@ PEER_AGENTS: dict[str, str] = {
   "sbx-sac": "bench.peers.sbx:SBXSAC",
   "rltools-sac": "bench.peers.rltools:RLtoolsSAC",
 }
+# the environment variables that change a peer's settings (bench/peers/sb3.py: torch's threads), recorded with each run
+PEER_VARS = ("PEER_TORCH_THREADS",)
 # libraries each peer imports, loaded before the clock starts like tinygrad for the reference agents
 _SB3 = ("greenlet", "torch", "stable_baselines3")
 _SBX = (*_SB3, "jax", "sbx")
@@ -19,7 +21,7 @@ PEER_PRELOAD: dict[str, tuple[str, ...]] = {"sb3-ppo": _SB3, "sb3-dqn": _SB3, "s
 
 
 def preload(entry: str, task) -> None:
-  """One PEER_PRELOAD entry, as the agent's process runs it in its untimed start-up (bench/child.py) and the plain loop
+  """One PEER_PRELOAD entry, as the agent's process runs it in its untimed start-up (bench/referee/agent_host.py) and the plain loop
   does (bench/peers/plain.py): import the module; for `module:function`, call the function with the task."""
   import importlib
   mod, _, fn = entry.partition(":")

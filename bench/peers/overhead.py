@@ -23,32 +23,32 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--torch-threads", type=int, default=None, help="both sides: torch.set_num_threads (default: the peer's)")
   p.add_argument("--out", default=None, help="write the runs here as JSON lines")
   args = p.parse_args(argv)
-  from bench.agent_api import resolve_agent
+  from bench.analysis.stats import speedup_ci
   from bench.peers.plain import run_fresh
-  from bench.records import RecordWriter
-  from bench.runner import RefereeConfig
-  from bench.stats import speedup_ci
+  from bench.referee.agent_api import resolve_agent
+  from bench.referee.config import RefereeConfig
+  from bench.referee.records import RecordWriter
   from envs import get_task
   if args.torch_threads is not None: os.environ["PEER_TORCH_THREADS"] = str(args.torch_threads)
   tmp = tempfile.mkdtemp(prefix="overhead-")
-  from bench.suite import Suite
-  suite = Suite(resolve_agent(args.peer), get_task(args.task), RefereeConfig(), RecordWriter(os.path.join(tmp, "runs.jsonl")))
+  from bench.referee.pair import Pair
+  pair = Pair(resolve_agent(args.peer), get_task(args.task), RefereeConfig(), RecordWriter(os.path.join(tmp, "runs.jsonl")))
   rows = []
   try:
-    suite.warm_up()
+    pair.warm_up()
     for seed in range(args.seeds):
       for side in (("referee", "plain") if seed % 2 == 0 else ("plain", "referee")):
         if side == "plain":
           r = run_fresh(args.peer, args.task, seed, args.torch_threads)
           row = dict(side=side, seed=seed, solved=r["solved"], time_s=r["time_s"], steps=r["steps"])
         else:
-          rec = suite.run(seed)
+          rec = pair.run(seed)
           row = dict(side=side, seed=seed, solved=rec.status == "solved", time_s=rec.time_to_threshold_s, steps=rec.steps,
                      contended=rec.contended)
         rows.append(row)
         print(json.dumps(row), flush=True)
   finally:
-    suite.close()
+    pair.close()
   print(f"the referee's run records: {os.path.join(tmp, 'runs.jsonl')}")
   if args.out:
     with open(args.out, "w") as f: f.writelines(json.dumps(r) + "\n" for r in rows)

@@ -45,7 +45,8 @@ def run(peer: str, task_name: str, seed: int, torch_threads: int | None) -> dict
   agent = Agent(task, seed)
   agent.learn_plainly(on_update)
   solved = bool(evals) and evals[-1][2] >= task.threshold
-  return {"peer": peer, "task": task_name, "seed": seed, "solved": solved, "time_s": evals[-1][0] if evals else None, "steps": evals[-1][1] if evals else 0,
+  return {"peer": peer, "task": task_name, "seed": seed, "solved": solved, "time_s": evals[-1][0] if evals else None,
+          "steps": evals[-1][1] if evals else 0,
           "torch_threads": getattr(agent, "profile", {}).get("torch_threads"), "evals": evals}
 
 

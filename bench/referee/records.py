@@ -1,4 +1,5 @@
-"""Run records: one JSON line per finished run, flushed at once; a loader into a tidy DataFrame."""
+"""Run records: one JSON line per finished run, flushed at once, hash-chained (and signed where a key is given); the
+reader that checks the chain and upgrades older schemas. The DataFrame loaders are bench/analysis/loaders.py."""
 from __future__ import annotations
 
 import glob
@@ -11,18 +12,43 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
 
-import pandas as pd
+from agents import CONFIG_VARS
+from bench import ROOT
+from bench.peers import PEER_VARS
 
-SCHEMA_VERSION = 8                 # 6: lines signed (bench/signing.py); 7: evaluation of a snapshot, freezer, budget_scale;
+SCHEMA_VERSION = 8                 # 6: lines signed (bench/referee/signing.py); 7: evaluation of a snapshot, freezer, budget_scale;
                                    # 8: evaluations stop once they cannot pass (a curve point's curtailed_at; its return a bound)
 READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8)
 GENESIS = "0" * 64                 # prev_sha256 of a file's first record
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# the reference agents' configuration overrides (agents/common.py overridden): a run made with one is not the reference's
-AGENT_VARS = ("PPO_CONFIG", "PPO_JIT_CONFIG", "DQN_CONFIG", "SAC_CONFIG", "PEER_TORCH_THREADS")
+# the agents' own settings (the references' Config overrides, the peers'): recorded when set, passed into the sandbox
+AGENT_VARS = (*CONFIG_VARS, *PEER_VARS)
 # tinygrad settings that change what is measured; recorded when set (HCQ2: a jitted graph's kernels as one compiled
 # submitter, agents/TUNING.md "HCQ2")
 TINYGRAD_VARS = ("BEAM", "JITBEAM", "NOOPT", "CACHELEVEL", "IGNORE_BEAM_CACHE", "DEBUG", "JIT", "OPTIM_DTYPE", "HCQ2")
+
+
+@dataclass
+class Breakdown:
+  """Where one run's wall time went (a record's `breakdown`), as the referee measured it."""
+  import_s: float | None = None            # clock at the end of the agent module's import
+  construct_s: float | None = None         # the constructor's time on the clock
+  first_update_s: float | None = None      # clock at train()'s first yield (its first update)
+  first_update_steps: int | None = None    # env steps at that yield
+  start_up_s: float | None = None          # untimed: process start, libraries, device, task (trainer and evaluator side by side)
+  eval_s: float = 0.0                      # wall time of the evaluations
+  evaluations: int = 0
+  snapshot_s: float = 0.0                  # snapshot() calls, on the clock
+  snapshot_bytes: int = 0                  # the last snapshot's size
+  eval_on_clock_s: float = 0.0             # evaluations in place: act() on the clock
+  evaluator_cpu_s: float = 0.0             # CPU-s of the evaluators' processes in evaluations
+  evaluator_start_s: float = 0.0           # wall time the referee waited for evaluators to start, import and construct
+  calibration_s: float = 0.0               # the machine-speed workload before the run
+  wall_s: float | None = None              # the whole run, calibration to clean-up
+  train_clock_s: float | None = None       # the clock when the run ended
+  act_calls: int | None = None             # act() requests of the evaluations
+  act_roundtrip_ms_median: float | None = None
+  evaluator_cpu_max_s: float | None = None  # the most CPU-s one evaluation took (its cap: RefereeConfig.eval_cpu_cap_s)
+  cpu_between_requests_s: float | None = None  # CPU the training process's tree used while no request of it was answered
 
 
 @dataclass
@@ -65,13 +91,13 @@ class RunRecord:
   git: dict = field(default_factory=dict)
   tinygrad_env: dict = field(default_factory=dict)
   agent_env: dict = field(default_factory=dict)     # AGENT_VARS set when it ran
-  contended: bool | None = None                # the machine was shared while it trained (bench/contention.py); None: not measured
+  contended: bool | None = None                # the machine was shared while it trained (bench/referee/contention.py); None: not measured
   contended_why: str = ""
   contention: dict = field(default_factory=dict)    # CPU-s, run-queue wait, steal, load average of the timed sections
-  calibration: dict = field(default_factory=dict)   # the machine-speed workload timed before the run (bench/calibrate.py)
+  calibration: dict = field(default_factory=dict)   # the machine-speed workload timed before the run (bench/referee/calibrate.py)
   placement: dict = field(default_factory=dict)     # where it ran and beside how many runs (bench/parallel.py); {}: alone, unpinned
   warm_up: dict = field(default_factory=dict)       # the pair's untimed warm-up: start_up_s, wall_s, cpu_s, env_steps, cap_s, cache
-  budget_scale: float = 1.0                    # the task's time budget times this (bench/calibrate.py budget_scale) = time_budget_s
+  budget_scale: float = 1.0                    # the task's time budget times this (bench/referee/calibrate.py budget_scale) = time_budget_s
   freezer: str = ""                            # what froze the agent between requests: "cgroup v1 freezer", "SIGSTOP", "none"
   evaluation: str = ""                         # "snapshot" (an evaluator process, off the clock) | "in place" (act() on the clock)
   timestamp: str = ""
@@ -82,9 +108,7 @@ class RunRecord:
     return cls(agent=agent.name, agent_target=agent.target, agent_sha256=agent.source_sha256, agent_kind=agent.kind,
                task=task.name, env_id=task.env_id, threshold=task.threshold, time_budget_s=task.time_budget_s,
                step_budget=task.step_budget, solve_bar=task.min_solve_rate, seed=seed, role=role, kernel_cache=kernel_cache, device=device,
-               breakdown={"import_s": None, "construct_s": None, "first_update_s": None, "first_update_steps": None,
-                          "start_up_s": None, "eval_s": 0.0, "evaluations": 0, "snapshot_s": 0.0, "snapshot_bytes": 0,
-                          "eval_on_clock_s": 0.0, "evaluator_cpu_s": 0.0, "evaluator_start_s": 0.0, "calibration_s": 0.0, "wall_s": None},
+               breakdown=asdict(Breakdown()),
                fingerprint=hardware_fingerprint(), git=git_info(),
                tinygrad_env={k: os.environ[k] for k in TINYGRAD_VARS if k in os.environ},
                agent_env={k: os.environ[k] for k in AGENT_VARS if os.environ.get(k)},
@@ -92,7 +116,7 @@ class RunRecord:
 
   def add_eval(self, t: float, steps: int, ret: float, curtailed_at: int | None = None) -> None:
     """One evaluation on the curve; `curtailed_at`: it stopped at that step because its mean could no longer reach the
-    threshold, and `return` is then an upper bound (bench/evaluation.py)."""
+    threshold, and `return` is then an upper bound (bench/referee/evaluation.py)."""
     self.curve.append({"t": round(t, 6), "steps": int(steps), "return": float(ret), **({"curtailed_at": int(curtailed_at)} if curtailed_at else {})})
 
   def finish_solved(self, t: float, steps: int, confirm: float) -> None:
@@ -102,8 +126,8 @@ class RunRecord:
 
   def finish_unsolved(self, status: str, reason: str, t: float) -> None:
     """Not solved: `reason` (which may quote the agent: its exception, its output) kept with every character a terminal,
-    a CSV or a Markdown table could act on escaped (bench/protocol.py printable)."""
-    from bench.protocol import printable
+    a CSV or a Markdown table could act on escaped (bench/referee/protocol.py printable)."""
+    from bench.referee.protocol import printable
     self.status, self.solved, self.failure_reason = status, False, printable(reason, keep="\n")
     self.training_clock_s, self.censored_time_s = t, self.time_budget_s
     self.time_to_threshold_s = self.steps_to_threshold = self.confirmation_return = None   # a solve undone by a later fault
@@ -123,7 +147,7 @@ class RecordWriter:
   """Appends records to one JSON-lines file, flushing and fsyncing each, so that a crash or Ctrl-C
   loses nothing that finished. Each line carries `prev_sha256`, the SHA-256 of the line before it
   (GENESIS for the first), so that a reader detects an altered, deleted or inserted line; `head`, the
-  last line's hash, is printed at the end of the session to pin the file's end. With a `signer` (bench/signing.py) each
+  last line's hash, is printed at the end of the session to pin the file's end. With a `signer` (bench/referee/signing.py) each
   line is also signed, its chain field included, so that a rewritten file with a recomputed chain is refused."""
   def __init__(self, path: str, signer=None):
     self.path, self.signer = path, signer
@@ -154,7 +178,7 @@ def records_files(directory: str) -> list[str]:
 
 def read_records(paths: str | list[str], public_key=None) -> list[dict]:
   """Records from JSON-lines files, or from every session below a directory (records_files). With a `public_key`
-  (bench/signing.py), every line must be signed with it (else signing.BadSignature)."""
+  (bench/referee/signing.py), every line must be signed with it (else signing.BadSignature)."""
   if isinstance(paths, str): paths = records_files(paths) if os.path.isdir(paths) else [paths]
   out = []
   for p in paths:
@@ -163,7 +187,7 @@ def read_records(paths: str | list[str], public_key=None) -> list[dict]:
       for i, line in enumerate(f, 1):
         if not line.strip(): continue
         if public_key is not None:
-          from bench.signing import verify_line
+          from bench.referee.signing import verify_line
           verify_line(line, public_key, f"{p}:{i}")
         r = json.loads(line)
         if r.get("schema_version") not in READABLE_VERSIONS:
@@ -200,33 +224,6 @@ def upgrade(r: dict) -> dict:
   target = str(r.get("agent_target", ""))
   kind = "reference" if target.startswith("agents.") else "peer" if target.startswith("bench.peers.") else "entry"
   return {**r, "agent_kind": r.get("agent_kind", kind), "solve_bar": r.get("solve_bar", LEGACY_SOLVE_BAR)}
-
-
-def frame(recs: list[dict]) -> pd.DataFrame:
-  """Records (dicts) as one row per run; nested fields flattened with dots (fingerprint.cpu, breakdown.eval_s, ...)."""
-  if not recs: return pd.DataFrame()
-  recs = [dict(r) for r in recs]
-  curves = [r.pop("curve") for r in recs]
-  confirmations = [r.pop("confirmations") for r in recs]
-  sources = [r.pop("sources", {}) for r in recs]
-  df = pd.json_normalize(recs)
-  df["curve"], df["confirmations"], df["sources"] = curves, confirmations, sources
-  return df
-
-
-def load_runs(paths: str | list[str], public_key=None) -> pd.DataFrame:
-  """One row per run; nested fields flattened with dots (fingerprint.cpu, breakdown.eval_s, ...)."""
-  return frame(read_records(paths, public_key))
-
-
-def load_curves(paths: str | list[str] | pd.DataFrame) -> pd.DataFrame:
-  """Learning curves, tidy: one row per evaluation (agent, task, seed, role, t, steps, return; curtailed_at where the
-  evaluation stopped once it could not pass: its return is then an upper bound)."""
-  runs = paths if isinstance(paths, pd.DataFrame) else load_runs(paths)
-  if runs.empty: return pd.DataFrame(columns=["agent", "task", "seed", "role", "t", "steps", "return"])
-  keys = ["agent", "task", "seed", "role", "kernel_cache", "timestamp"]
-  rows = [{**{k: run[k] for k in keys}, **pt} for _, run in runs.iterrows() for pt in run["curve"]]
-  return pd.DataFrame(rows)
 
 
 @lru_cache(maxsize=1)

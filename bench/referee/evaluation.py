@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from bench.agent_api import check_actions
+from bench.referee.agent_api import check_actions
 
 
 class EvalSeeds:

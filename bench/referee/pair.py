@@ -2,11 +2,10 @@
 an optional cold-start run, then timed runs with a warm kernel cache, each seed in a fresh process.
 
 The warm-up shares nothing with the timed runs but its kernel cache, and that only after the referee
-has verified it (bench/kernel_cache.py): its seed is secret, its scratch directory is deleted, and every
+has verified it (bench/referee/kernel_cache.py): its seed is secret, its scratch directory is deleted, and every
 timed run gets its own copy of the verified cache, so nothing one run writes reaches another."""
 from __future__ import annotations
 
-import dataclasses
 import gc
 import os
 import re
@@ -18,18 +17,21 @@ from collections.abc import Callable
 
 import numpy as np
 
-from bench import protocol as P
-from bench.agent_api import AgentError, AgentSpec, check_actions
-from bench.clock import SESSION
-from bench.kernel_cache import CacheRejected, rebuild, take, verify
-from bench.records import RecordWriter, RunRecord
-from bench.runner import Child, RefereeConfig, RunFailed, run_one
+from bench.referee import protocol as P
+from bench.referee.agent_api import AgentError, AgentSpec, check_actions
+from bench.referee.agent_process import AgentProcess, RunFailed
+from bench.referee.clock import SESSION
+from bench.referee.config import RefereeConfig, known_fields
+from bench.referee.kernel_cache import CacheRejected, rebuild, take, verify
+from bench.referee.records import RecordWriter, RunRecord
+from bench.referee.run import run_one
 
 OBS_SEED = 1_000_003      # start states for checking act() in the warm-up (not an evaluation seed)
 SLOW_ACT_WARNING_S = 0.02  # an act() call slower than this after the warm-up's training gets a warning
 
 
-class Suite:
+class Pair:
+  """One (agent, task) of a session: its warm-up, its kernel cache, its runs and where their records go."""
   def __init__(self, agent: AgentSpec, task, config: RefereeConfig, writer: RecordWriter | None = None,
                on_record: Callable[[RunRecord], None] | None = None, on_warning: Callable[[str], None] | None = None,
                archive_dir: str | None = None):
@@ -51,45 +53,9 @@ class Suite:
     directory that is deleted afterwards; then verify and seal the kernel cache it filled, for the timed runs.
     Raises AgentError with one clear message if the agent breaks the interface or leaves a bad cache."""
     scratch = tempfile.mkdtemp(prefix="warm-up-", dir=self.workdir)
-    _, act_space = self.task.spaces()
-    child, cap = None, self.config.warm_up_cap_s
     try:
       obs_batches = {n: _sample_observations(self.task, n) for n in (self.task.eval_episodes, self.task.confirm_episodes)}
-      child = Child.for_agent(self.config, self.agent, scratch)
-      t_load = time.perf_counter()
-      child.load(self.task, self.agent)
-      t0, cpu0, steps_done = time.perf_counter(), child.cpu.scan(), 0     # steps_done: the last count it reported
-
-      def request(msg, what: str, expect: type):
-        """A request under the warm-up's cap (its agent code's wall time, all requests together)."""
-        left = cap - (time.perf_counter() - t0)
-        if left <= 0: raise AgentError(f"its warm-up ran over its cap of {cap:g} s (before {what})")
-        try: return child.request(msg, min(left, self.config.hang_timeout_s), what, expect)
-        except TimeoutError:
-          if left <= self.config.hang_timeout_s: raise AgentError(f"its warm-up ran over its cap of {cap:g} s (during {what})") from None
-          raise
-      request(P.Import(target=self.agent.target), "import", P.Ok)
-      request(P.Construct(seed=1_000_000 + secrets.randbelow(2**31)), "construction", P.Ok)
-      for _ in range(2):
-        for n, obs in obs_batches.items():
-          check_actions(request(P.Act(obs=obs), "act()", P.Actions).actions, act_space, n)
-        steps = 0
-        for _ in range(3):   # TinyJit captures on the second call: three updates warm every kernel
-          rep = request(P.Train(until_steps=steps + 1, max_s=cap), "train()", P.Trained)
-          steps = rep.counted_steps if rep.counted_steps > 0 else rep.agent_steps
-          steps_done = max(steps_done, steps)
-          if rep.finished: break
-      acted = {}
-      for n, obs in obs_batches.items():   # a third call per batch size: what an evaluation's calls cost (TinyJit replays)
-        t1 = time.perf_counter()
-        acted[n] = check_actions(request(P.Act(obs=obs), "act()", P.Actions).actions, act_space, n)
-        self._warn_if_slow_act(time.perf_counter() - t1, n)
-      state = request(P.Snapshot(), "snapshot()", P.State)
-      self.warm_up_info = {"start_up_s": round(t0 - t_load, 4), "wall_s": round(time.perf_counter() - t0, 4),
-                           "cpu_s": round(child.cpu.scan() - cpu0, 4), "env_steps": steps_done, "cap_s": cap,
-                           "snapshot_arrays": state.arrays, "snapshot_bytes": int(state.blob.nbytes)}
-      child.close()
-      child = None
+      state, acted = self._warm_up_agent(scratch, obs_batches)
       if state.arrays: self._check_evaluator(state, obs_batches, acted)
       taken = take(scratch, os.path.join(self.workdir, "warm-up-cache.db"))    # out of the agent's directory, no link followed
       if taken: verify(taken)
@@ -105,8 +71,48 @@ class Suite:
     except AgentError as e:
       raise AgentError(f"{self.agent.name} on {self.task.name}: {P.printable(str(e), keep=chr(10))}") from None
     finally:
-      if child is not None: child.close()
       shutil.rmtree(scratch, ignore_errors=True)
+
+  def _warm_up_agent(self, scratch: str, obs_batches: dict) -> tuple[P.State, dict]:
+    """The warm-up's agent process, under its cap (its agent code's wall time, all requests together): act on both batch
+    sizes, three updates (TinyJit captures on the second call), twice; a third act() per batch (what an evaluation's
+    calls cost); a snapshot. Returns the snapshot and the last actions."""
+    _, act_space = self.task.spaces()
+    child, cap = AgentProcess.for_agent(self.config, self.agent, scratch), self.config.warm_up_cap_s
+    try:
+      t_load = time.perf_counter()
+      child.load(self.task, self.agent)
+      t0, cpu0, steps_done = time.perf_counter(), child.cpu.scan(), 0     # steps_done: the last count it reported
+
+      def request(msg, what: str, expect: type):
+        left = cap - (time.perf_counter() - t0)
+        if left <= 0: raise AgentError(f"its warm-up ran over its cap of {cap:g} s (before {what})")
+        try: return child.request(msg, min(left, self.config.hang_timeout_s), what, expect)
+        except TimeoutError:
+          if left <= self.config.hang_timeout_s: raise AgentError(f"its warm-up ran over its cap of {cap:g} s (during {what})") from None
+          raise
+      request(P.Import(target=self.agent.target), "import", P.Ok)
+      request(P.Construct(seed=1_000_000 + secrets.randbelow(2**31)), "construction", P.Ok)
+      for _ in range(2):
+        for n, obs in obs_batches.items(): check_actions(request(P.Act(obs=obs), "act()", P.Actions).actions, act_space, n)
+        steps = 0
+        for _ in range(3):
+          rep = request(P.Train(until_steps=steps + 1, max_s=cap), "train()", P.Trained)
+          steps = rep.steps
+          steps_done = max(steps_done, steps)
+          if rep.finished: break
+      acted = {}
+      for n, obs in obs_batches.items():
+        t1 = time.perf_counter()
+        acted[n] = check_actions(request(P.Act(obs=obs), "act()", P.Actions).actions, act_space, n)
+        self._warn_if_slow_act(time.perf_counter() - t1, n)
+      state = request(P.Snapshot(), "snapshot()", P.State)
+      self.warm_up_info = {"start_up_s": round(t0 - t_load, 4), "wall_s": round(time.perf_counter() - t0, 4),
+                           "cpu_s": round(child.cpu.scan() - cpu0, 4), "env_steps": steps_done, "cap_s": cap,
+                           "snapshot_arrays": state.arrays, "snapshot_bytes": int(state.blob.nbytes)}
+      return state, acted
+    finally:
+      child.close()
 
   def _check_evaluator(self, state: P.State, obs_batches: dict, acted: dict) -> None:
     """An evaluator restored from the warm-up's snapshot acts as the warm-up's training process did on the same
@@ -114,7 +120,7 @@ class Suite:
     scratch = tempfile.mkdtemp(prefix="warm-up-eval-", dir=self.workdir)
     ev = None
     try:
-      ev = Child.for_agent(self.config, self.agent, scratch, role="evaluator")
+      ev = AgentProcess.for_agent(self.config, self.agent, scratch, role="evaluator")
       ev.load(self.task, self.agent)
       t = self.config.hang_timeout_s
       ev.request(P.Import(target=self.agent.target), t, "the evaluator's import", P.Ok)
@@ -153,9 +159,7 @@ class Suite:
     """A run of this (agent, task) made by a worker process of this same version (bench/worker.py: the interleaved
     regression gate, the slots of --workers), recorded in this session as if made here. `timer` False: its time is
     added to pytest-benchmark's timer later, by the round that reports it (runs side by side finish in any order)."""
-    if isinstance(rec, dict):
-      known = {f.name for f in dataclasses.fields(RunRecord)}
-      rec = RunRecord(**{k: v for k, v in rec.items() if k in known})
+    if isinstance(rec, dict): rec = RunRecord(**known_fields(RunRecord, rec))
     return self._record(rec, timer)
 
   def _record(self, rec: RunRecord, timer: bool = True) -> RunRecord:

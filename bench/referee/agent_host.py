@@ -1,5 +1,5 @@
 """The agent's process. It opens the tinygrad device and imports libraries (untimed start-up), then obeys
-the referee's requests over a socket, in the message types of bench/protocol.py (no pickle). It has no
+the referee's requests over a socket, in the message types of bench/referee/protocol.py (no pickle). It has no
 clock the referee trusts and no evaluation seeds, and everything it replies is checked as untrusted.
 
 Before every reply it synchronises the tinygrad device, so that queued device work is finished inside the request
@@ -22,7 +22,7 @@ import sys
 import time
 import traceback
 
-from bench import protocol as P
+from bench.referee import protocol as P
 
 DEVICE = None    # the tinygrad device opened at start-up
 
@@ -63,7 +63,7 @@ def _start_compile_pool() -> None:
   for the whole run (BEAM_MAX_TASKS_PER_CHILD, unless set), so that no replacement starts up during an evaluation."""
   from tinygrad.engine.worker import get_worker_pool
 
-  import bench.child as this  # run as __main__, which the workers cannot import: name the function by its module
+  import bench.referee.agent_host as this  # run as __main__, which the workers cannot import: name the function by its module
   pool = get_worker_pool()
   if pool is not None: pool.map(this._pool_ready, range(getattr(pool, "_processes", 1)), chunksize=1)
 
@@ -127,7 +127,7 @@ def snapshot(agent) -> dict:
   """{"t/<name>": array} of the agent's Tensors and {"x/<name>": array} of its optional snapshot()."""
   import numpy as np
 
-  from bench.agent_api import AgentError
+  from bench.referee.agent_api import AgentError
   out = {f"t/{k}": v.numpy() for k, v in tensors(agent).items()}
   if hasattr(agent, "snapshot"):
     extra = agent.snapshot()
@@ -143,7 +143,7 @@ def restore(agent, state: dict) -> None:
   (a jitted function's cache, built on its own calls) is left alone."""
   from tinygrad import Tensor
 
-  from bench.agent_api import AgentError
+  from bench.referee.agent_api import AgentError
   for k, t in tensors(agent).items():
     a = state.get(f"t/{k}")
     if a is None or tuple(a.shape) != tuple(t.shape): continue
@@ -158,7 +158,7 @@ def pack(arrays: dict):
   """An .npz archive (numbers only: np.load refuses pickles) as a uint8 array."""
   import numpy as np
 
-  from bench.agent_api import AgentError
+  from bench.referee.agent_api import AgentError
   for k, v in arrays.items():
     if v.dtype.name not in P.DTYPES: raise AgentError(f"the snapshot's {k!r} has dtype {v.dtype}: numbers only")
   buf = io.BytesIO()
@@ -171,71 +171,76 @@ def unpack(blob) -> dict:
   with np.load(io.BytesIO(blob.tobytes()), allow_pickle=False) as z: return {k: z[k] for k in z.files}
 
 
-def serve(wire: P.Wire) -> None:
-  import numpy as np
+class Host:
+  """The agent in this process and its one train() generator, answering the referee's requests one at a time."""
+  def __init__(self):
+    from envs.counting import STEPS
+    self.counter, self.cls, self.agent, self.gen, self.task, self.agent_steps = STEPS, None, None, None, None, 0
 
-  from bench.agent_api import AgentError, load_agent_class
-  from envs import Task
-  from envs.counting import STEPS
-  cls, agent, gen, task, agent_steps = None, None, None, None, 0
+  def answer(self, msg):
+    """The reply to one request (None: Close). Every request that runs agent code ends with its device work done (_sync)."""
+    from bench.referee.agent_api import load_agent_class
+    from envs import Task
+    if isinstance(msg, P.Close): return None
+    if isinstance(msg, P.Load):
+      self.task = Task.from_wire(msg.task)
+      return _preload(msg.preload, self.task)
+    if isinstance(msg, P.Import): self.cls, reply = load_agent_class(msg.target), P.Ok()
+    elif isinstance(msg, P.Construct): self.agent, reply = self.cls(self.task, msg.seed), P.Ok()
+    elif isinstance(msg, P.Train): reply = self.train(msg)
+    elif isinstance(msg, P.Snapshot):
+      state = snapshot(self.agent)
+      reply = P.State(blob=pack(state), arrays=len(state))
+    elif isinstance(msg, P.Restore): reply = restore(self.agent, unpack(msg.blob)) or P.Ok()
+    else: reply = self.act(msg.obs)
+    _sync()
+    return reply
 
-  def trained(finished: bool) -> P.Trained:
-    prof = getattr(agent, "profile", None)
+  def train(self, msg: P.Train) -> P.Trained:
+    """train()'s generator run on until the steps asked for, or `max_s` seconds, or its end."""
+    from bench.referee.agent_api import AgentError
+    if self.gen is None:
+      self.gen = self.agent.train()
+      if not hasattr(self.gen, "__next__"): raise AgentError("train() must return a generator (use `yield steps`)")
+    t0 = time.perf_counter()
+    while True:
+      try: y = next(self.gen)
+      except StopIteration: return self.trained(True)
+      try: y_ok = float(y) == int(y) and self.agent_steps <= int(y) < 2**62
+      except (TypeError, ValueError, OverflowError): y_ok = False
+      if not y_ok:
+        bad = "a non-finite" if isinstance(y, float) and not math.isfinite(y) else "an invalid"
+        raise AgentError(f"train() yielded {bad} step count {y!r}: yield the cumulative env steps (a non-decreasing int)")
+      self.agent_steps = int(y)
+      if P.env_steps(self.counter.count, self.agent_steps) >= msg.until_steps or time.perf_counter() - t0 >= msg.max_s:
+        return self.trained(False)
+
+  def trained(self, finished: bool) -> P.Trained:
+    prof = getattr(self.agent, "profile", None)
     prof = {P.printable(str(k))[:100]: float(v) for k, v in list(prof.items())[:64]} if isinstance(prof, dict) else {}
-    return P.Trained(finished=finished, agent_steps=agent_steps, counted_steps=int(STEPS.count), profile=prof)
+    return P.Trained(finished=finished, agent_steps=self.agent_steps, counted_steps=int(self.counter.count), profile=prof)
 
+  def act(self, obs) -> P.Actions:
+    import numpy as np
+
+    from bench.referee.agent_api import AgentError
+    a = self.agent.act(obs)
+    if not isinstance(a, np.ndarray):
+      raise AgentError(f"act() returned a {type(a).__name__}, not a numpy array (PROTOCOL.md section 8): "
+                       "return np.asarray(actions) with the action space's dtype")
+    if a.dtype.name not in P.DTYPES: raise AgentError(f"act() returned an array of dtype {a.dtype}: return numbers")
+    return P.Actions(actions=a)
+
+
+def serve(wire: P.Wire) -> None:
+  """Requests answered until Close, the end of the wire, or the first error (reported, then this process ends)."""
+  from bench.referee.agent_api import AgentError
+  host = Host()
   while True:
     try: seq, msg = wire.recv()
     except EOFError: return
     try:
-      if isinstance(msg, P.Load):
-        task = Task.from_wire(msg.task)
-        reply = _preload(msg.preload, task)
-      elif isinstance(msg, P.Import):
-        cls = load_agent_class(msg.target)
-        _sync()
-        reply = P.Ok()
-      elif isinstance(msg, P.Construct):
-        agent = cls(task, msg.seed)
-        _sync()
-        reply = P.Ok()
-      elif isinstance(msg, P.Train):
-        if gen is None:
-          gen = agent.train()
-          if not hasattr(gen, "__next__"): raise AgentError("train() must return a generator (use `yield steps`)")
-        reply, t0 = None, time.perf_counter()
-        while reply is None:
-          try: y = next(gen)
-          except StopIteration:
-            reply = trained(True)
-            break
-          try: y_ok = float(y) == int(y) and agent_steps <= int(y) < 2**62
-          except (TypeError, ValueError, OverflowError): y_ok = False
-          if not y_ok:
-            bad = "a non-finite" if isinstance(y, float) and not math.isfinite(y) else "an invalid"
-            raise AgentError(f"train() yielded {bad} step count {y!r}: yield the cumulative env steps (a non-decreasing int)")
-          agent_steps = int(y)
-          steps = STEPS.count if STEPS.count > 0 else agent_steps
-          if steps >= msg.until_steps or time.perf_counter() - t0 >= msg.max_s: reply = trained(False)
-        _sync()
-      elif isinstance(msg, P.Snapshot):
-        state = snapshot(agent)
-        reply = P.State(blob=pack(state), arrays=len(state))
-        _sync()
-      elif isinstance(msg, P.Restore):
-        restore(agent, unpack(msg.blob))
-        _sync()
-        reply = P.Ok()
-      elif isinstance(msg, P.Act):
-        a = agent.act(msg.obs)
-        if not isinstance(a, np.ndarray):
-          raise AgentError(f"act() returned a {type(a).__name__}, not a numpy array (PROTOCOL.md section 8): "
-                           "return np.asarray(actions) with the action space's dtype")
-        if a.dtype.name not in P.DTYPES: raise AgentError(f"act() returned an array of dtype {a.dtype}: return numbers")
-        reply = P.Actions(actions=a)
-        _sync()
-      elif isinstance(msg, P.Close):
-        return
+      if (reply := host.answer(msg)) is None: return
       wire.send(reply, seq)
     except BaseException as e:  # report everything, then die: the referee records the reason
       kind = "interface" if isinstance(e, AgentError) else "exception"
@@ -246,11 +251,11 @@ def serve(wire: P.Wire) -> None:
 
 
 def _die_with_the_referee() -> None:
-  """Linux: SIGKILL this process when its parent dies (the referee, or bwrap) instead of training on alone."""
-  if not sys.platform.startswith("linux"): return
-  import ctypes
+  """SIGKILL this process when its parent dies (the referee, or bwrap) instead of training on alone."""
   import signal
-  ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
+
+  from bench.referee.procs import die_with_parent
+  die_with_parent(signal.SIGKILL)
   if os.getppid() == 1 and not os.environ.get("RLSPEEDRUN_SANDBOX"): os._exit(1)   # the referee died before prctl
 
 

@@ -1,7 +1,7 @@
 """Was the machine shared while a run trained? Measured, not guessed (PROTOCOL.md section 13).
 
 Around every timed request (import, construction, train) the referee reads, for the agent's whole process tree, the
-CPU time (bench/accounting.py) and the kernel's per-thread scheduler statistics: how long its threads ran and how long
+CPU time (bench/referee/accounting.py) and the kernel's per-thread scheduler statistics: how long its threads ran and how long
 they were *ready to run with no free core* (run-queue wait). On a quiet machine that wait is ~0 (measured: 1-2 ms in
 a 2 s busy loop); with three CPU-burning processes on two cores it was half the wall time. CPU share alone
 (CPU-s / training clock) cannot tell a starved agent from one waiting for its GPU, so it is recorded beside the wait,
@@ -99,8 +99,8 @@ class Contention:
     c = max(clock_s, 1e-9)
     wait_share, others, why = self.wait_s / c, self.others_s / max(self.wall_s, 1e-9), []
     if clock_s > 0 and wait_share > WAIT_SHARE and others > OTHERS_CORES:
-      why.append(f"other processes used {others:.1f} of {'its' if self.pinned else 'the'} {self.cores} cores while it trained, and its threads waited for a free "
-                 f"core {wait_share:.0%} of the training clock")
+      why.append(f"other processes used {others:.1f} of {'its' if self.pinned else 'the'} {self.cores} cores while it trained, "
+                 f"and its threads waited for a free core {wait_share:.0%} of the training clock")
     if steal > STEAL_SHARE: why.append(f"the hypervisor took {steal:.0%} of the machine's time (steal)")
     if why and self.loadavg_before: why.append(f"load average {self.loadavg_before[0]:g} before, {_loadavg()[0]:g} after, {self.cores} cores")
     return {"contended": bool(why), "contended_why": "; ".join(why),

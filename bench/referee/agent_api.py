@@ -15,7 +15,7 @@ An agent is one class:
 
 Optionally `self.profile: dict[str, float]`, reported into the run record (where the time went).
 The referee owns the clock and the evaluation; the agent never sees evaluation seeds or envs. The
-agent runs in a sandboxed process and talks to the referee in the messages of bench/protocol.py
+agent runs in a sandboxed process and talks to the referee in the messages of bench/referee/protocol.py
 (PROTOCOL.md section 12).
 """
 from __future__ import annotations
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import gymnasium as gym
 import numpy as np
 
-from bench import protocol
+from bench.referee import protocol
 
 
 class AgentError(Exception):

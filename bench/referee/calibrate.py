@@ -1,27 +1,13 @@
-"""The machine's speed, timed by the referee before every run (outside the clock, ~0.5 s), so that runs stored on
-one machine can be put beside runs on another of the same kind: two quiet machines with the same CPU model string ran
-PPO CartPole at 1.7 s and 4 s.
+"""The machine's speed, timed before every run outside the clock, so that runs on different machines can be put side by
+side and a task's time budget scaled to the machine (PROTOCOL.md §2 and §13, where the measurements behind each choice are).
 
-The workload is what a small RL agent's process does on the CPU: Python-level loop work (an environment's step, the
-agent's bookkeeping) and many small float32 matrix products (a 64-wide MLP). One pass is ~0.024 s on a 2-core EPYC VM.
-WIDTH processes run it at once, one pass each per round, and a round lasts until the last of them has finished: an
-agent's tree runs on more than one core (the references' training processes used 1.07-1.45 CPU-s per second of their
-clock: tinygrad's CPU queue runs kernels on a worker thread beside Python's dispatch, and compiles in processes of its
-own), and one process (v3) missed that: under a CPU quota of half a core on 2 cores it scored 1.6-1.9x slower where
-the references ran 2.6-4.4x slower (issue 26). Rounds, not single passes: under a quota the fastest single pass of two
-processes was lucky (one got the quota while the other waited) and scored 2.6-3.5x; a round cannot finish faster than
-the quota lets both passes run. A run's score is the *fastest* round (interference only ever slows one), and a
-session's speed the median of its runs' scores (the stored-baseline check compares those).
-
-Budgets travel with it: each task's time budget is stated for a machine that scores REFERENCE_SCORE_S (the 2-core AMD
-EPYC VM the budgets were set on) and each run's budget is scaled by this machine's speed (`budget_scale`: the median
-score of the session's runs so far over the reference, never below 1), recorded in every run. One score timed at
-session start was not enough: on this quiet machine two sessions' start-up scores (median of 5 passes of twice this
-workload) were 0.115 s and 0.082 s while their PPO runs were equally fast. The name changes whenever the workload or
-the score does: scores of different workloads are never compared."""
+The workload is what a small RL agent's process does on the CPU: Python-level loop work and many small float32 matrix
+products (a 64-wide MLP). WIDTH processes run it at once, one pass each per round, and a round lasts until the last has
+finished: an agent's tree uses more than one core. A run's score is its *fastest* round (interference only ever slows
+one); a session's speed is the median of its runs' scores, and each run's budget is scaled by it (`budget_scale`).
+The workload's name changes whenever the workload or the score does: scores of different workloads are never compared."""
 from __future__ import annotations
 
-import os
 import statistics
 import subprocess
 import sys
@@ -29,7 +15,7 @@ import time
 
 import numpy as np
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from bench import ROOT
 
 WORKLOAD = "python-loop+numpy-64-matmul/v4-2proc-rounds-min"
 REPEATS = 11
@@ -61,10 +47,10 @@ def _one_pass() -> float:
 
 def calibrate(repeats: int = REPEATS, width: int = WIDTH) -> dict:
   """{"workload", "score_s" (the fastest round, seconds: larger is slower), "passes_s" (every round)}: `width`
-  processes (python -m bench.calibrate) each run one pass per round, all started together; a round lasts until the last
+  processes (python -m bench.referee.calibrate) each run one pass per round, all started together; a round lasts until the last
   of them has finished its pass."""
-  procs = [subprocess.Popen([sys.executable, "-m", "bench.calibrate"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            cwd=_ROOT, text=True) for _ in range(width)]
+  procs = [subprocess.Popen([sys.executable, "-m", "bench.referee.calibrate"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            cwd=ROOT, text=True) for _ in range(width)]
   rounds = []
   try:
     for p in procs:

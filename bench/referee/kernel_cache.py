@@ -141,9 +141,10 @@ def rebuild(src: str | None, dst: str, config, workdir: str) -> dict:
   """A verified warm-up cache `src` made anew into `dst` (then verified and sealed) from its keys alone, compiled by
   tinygrad in a sandboxed process of its own, under the runs' sandbox and limits (`config`: a RefereeConfig). Returns
   what it compiled and dropped, the keys' bytes and the new cache's SHA-256; raises CacheRejected where it fails."""
-  from bench.protocol import printable
-  from bench.runner import ROOT, limits
-  from bench.sandbox import agent_environ, probe
+  from bench import ROOT
+  from bench.referee.agent_process import limits
+  from bench.referee.protocol import printable
+  from bench.referee.sandbox import agent_environ, probe
   if src is None or not os.path.exists(src): return {"compiled": 0, "dropped": 0, "key_bytes": 0, "sha256": None}
   sandbox, device = probe(config.sandbox), config.device
   uid = sandbox.uid(config.placement.get("slot") or 0)
@@ -155,7 +156,7 @@ def rebuild(src: str | None, dst: str, config, workdir: str) -> dict:
     env = agent_environ({"PYTHONPATH": ROOT, "HOME": scratch, "TMPDIR": scratch, "CACHEDB": made, "PYTHONDONTWRITEBYTECODE": "1",
                          **({"DEV": device} if device else {})})
     fds: list[int] = []
-    argv = sandbox.wrap([sys.executable, "-m", "bench.kernel_cache", given], scratch=scratch, readable=[ROOT],
+    argv = sandbox.wrap([sys.executable, "-m", "bench.referee.kernel_cache", given], scratch=scratch, readable=[ROOT],
                         hidden=list(config.hidden_dirs), device=device, uid=uid, pass_fds=fds)
     with tempfile.TemporaryFile() as log:
       try: code = subprocess.run(argv, env=env, cwd=scratch, stdout=log, stderr=subprocess.STDOUT, timeout=REBUILD_TIMEOUT_S,

@@ -123,10 +123,23 @@ class Trained:
   counted_steps: int          # steps counted by the task's wrappers in that process (0: none built through the task)
   profile: dict[str, float]   # the agent's optional `profile`, empty when it has none
 
+  @property
+  def steps(self) -> int: return env_steps(self.counted_steps, self.agent_steps)
+
+  @property
+  def step_source(self) -> str: return "wrapper" if self.counted_steps > 0 else "yield"
+
+
+def env_steps(counted: int, yielded: int) -> int:
+  """A run's env steps: those the task's counting wrappers saw where the agent built its environments through the task,
+  else the count train() yielded."""
+  return counted if counted > 0 else yielded
+
+
 @dataclass(frozen=True)
 class State:
   verb: ClassVar[str] = "state"
-  blob: np.ndarray            # uint8: an .npz archive (no pickle) of the policy's arrays (bench/child.py pack)
+  blob: np.ndarray            # uint8: an .npz archive (no pickle) of the policy's arrays (bench/referee/agent_host.py pack)
   arrays: int                 # how many arrays it holds (0: nothing to evaluate from; the run is evaluated in place)
 
 @dataclass(frozen=True)

@@ -33,8 +33,9 @@ import tempfile
 from dataclasses import dataclass
 from functools import cache
 
+from bench import ROOT
+
 MODES = ("bwrap", "none")
-PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # bound for every run (bench.runner.ROOT)
 UID = 61000        # the agent's uid and gid under a referee run as root: one no account of the machine uses
 NAMESPACES = ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
 BASE = ["--die-with-parent", "--new-session", "--cap-drop", "ALL"]
@@ -97,13 +98,13 @@ class Sandbox:
     covered = []      # a TMPDIR or HOME inside the project: an empty directory over it (the run's scratch may lie below)
     for p in {real(p) for p in readable if os.path.exists(p)}:
       held = [x for x in private if under(x, p)]
-      if held and p == real(PROJECT): covered += held
+      if held and p == real(ROOT): covered += held
       elif held: raise SandboxError(f"{p} holds {', '.join(held)}: put the entry in a directory of its own")
       if uid is not None and os.stat(p).st_mode & 0o005 != 0o005:     # bound, but closed to the agent's uid
         raise SandboxError(f"the agent's uid {uid} cannot read {p} (mode {os.stat(p).st_mode & 0o777:o}): chmod o+rx it, "
                            "or put the entry where others can read it")
     # the interpreter's paths (sys.path) are bound where the agent's uid can read them and they hold nothing private
-    python = [p for p in map(real, python_paths()) if os.path.exists(p) and (p == real(PROJECT) or not any(under(x, p) for x in private))
+    python = [p for p in map(real, python_paths()) if os.path.exists(p) and (p == real(ROOT) or not any(under(x, p) for x in private))
               and (uid is None or os.stat(p).st_mode & 0o005 == 0o005)]
     # the read-only binds: none under another (bound with it), none of the system's, which come whole
     paths = sorted({real(p) for p in readable if os.path.exists(p)} | set(python))
@@ -164,7 +165,7 @@ def ancestors(path: str) -> list[str]:
 
 def agent_environ(extra: dict[str, str]) -> dict[str, str]:
   """The agent's environment: the allow-listed variables of the referee's, then `extra` (what the referee sets)."""
-  from bench.records import AGENT_VARS, TINYGRAD_VARS
+  from bench.referee.records import AGENT_VARS, TINYGRAD_VARS
   named = {*ENV, *TINYGRAD_VARS, *AGENT_VARS, *filter(None, (n.strip() for n in os.environ.get(PASS_ENV, "").split(",")))}
   env = {k: v for k, v in os.environ.items() if k in named or k.startswith(ENV_PREFIXES)}
   return {**env, **extra}

@@ -11,7 +11,7 @@ and the medians need (both only ask whether a run took longer than another).
 - one-sided Mann-Whitney U p-values (entry faster; entry slower);
 - probability of improvement P(entry's run is faster than the baseline's), ties count one half (= U / n m);
 - a verdict: "fails to solve" (the entry's solve rate is under the task's bar), else "faster" or "slower"
-  when the matching one-sided p-value is under ALPHA, else "no significant difference";
+  when the matching one-sided p-value is under VERDICT_ALPHA, else "no significant difference";
   "not comparable" when the two sides ran on different hardware, unless forced.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-ALPHA = 0.05
+VERDICT_ALPHA = 0.05     # the level of a comparison's verdict (faster / slower); the regression gate has its own (gate.GATE_ALPHA)
 CONFIDENCE = 0.95
 N_RESAMPLES = 10_000
 DEFAULT_SOLVE_BAR = 0.9
@@ -74,7 +74,7 @@ class Comparison:
 
 def compare(entry_times, baseline_times, entry_solved, baseline_solved, *, task: str = "", entry: str = "entry",
             baseline: str = "baseline", solve_bar: float = DEFAULT_SOLVE_BAR, comparable: bool = True,
-            why_not: str = "", review: list[str] = (), alpha: float = ALPHA, seed: int = 0,
+            why_not: str = "", review: list[str] = (), alpha: float = VERDICT_ALPHA, seed: int = 0,
             budget_s: float = float("inf")) -> Comparison:
   """Compare two sets of censored times-to-threshold (unsolved runs already set to the budget `budget_s`). Where
   either median is censored (it falls on an unsolved run) there is no speed-up: the ratio would be the budget's."""
@@ -117,8 +117,8 @@ def fingerprints(runs: pd.DataFrame) -> set[tuple]:
 
 def concurrency(runs: pd.DataFrame) -> set[str]:
   """How the runs shared their machine with the session's other runs (records' placement, bench/parallel.py): 'one at a
-  time' (unpinned), or 'N at once (local|ray), K cores each' (pinned; N may be 1: `--workers 1 --cores-per-run K`). Runs made side by side are not timed like runs made alone (README:
-  Many runs at once): verdicts and the regression gate never mix the two."""
+  time' (unpinned), or 'N at once (local|ray), K cores each' (pinned; N may be 1: `--workers 1 --cores-per-run K`).
+  Runs made side by side are not timed like runs made alone (README: Many runs at once): verdicts and the regression gate never mix the two."""
   n = len(runs)
   workers = runs["placement.workers"] if "placement.workers" in runs else pd.Series([None] * n, index=runs.index)
   cores = runs["placement.cores"] if "placement.cores" in runs else pd.Series([None] * n, index=runs.index)

@@ -1,0 +1,27 @@
+"""What the report and the history page both print: a Markdown table safe for any record's text, a median's CI."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from bench.referee.protocol import printable
+
+
+def markdown(df: pd.DataFrame) -> str:
+  """A Markdown table; every text cell made printable and its '|' escaped (a record's text cannot add a column)."""
+  if not len(df): return "_none_"
+  cells = df.astype(object).map(lambda v: printable(v).replace("|", "\\|") if isinstance(v, str) else v)
+  return cells.to_markdown(index=False, disable_numparse=True)
+
+
+def median_ci(x: np.ndarray) -> tuple[float, float]:
+  """A median and its bootstrap 95 % CI (percentile, a fixed seed)."""
+  if len(x) < 2 or np.ptp(x) == 0: return float(np.median(x)), float(np.median(x))
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    ci = stats.bootstrap((x,), np.median, vectorized=True, method="percentile", n_resamples=5000,
+                         rng=np.random.default_rng(0)).confidence_interval
+  return float(ci.low), float(ci.high)
