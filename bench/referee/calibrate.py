@@ -28,10 +28,7 @@ SPEED_TOLERANCE = 0.25   # two sides' median scores further apart than this: dif
 
 def _matrices() -> tuple[np.ndarray, np.ndarray]:
   """The start and the weights of the matrix products: a gain of 2 (w's entries ~ N(0, (2/8)^2), 64 wide) keeps tanh's
-  values of order 0.1-1 for good. v2 multiplied by 0.1 (a gain of 0.8): its values decayed into subnormal floats
-  (~1e-45 by the 800th product), which run ~30x slower on an Intel Xeon and not on an AMD EPYC, so its score said
-  nothing comparable about the two (issue 25: 0.26 s on a Xeon where PPO CartPole took 3.4 s, 0.13 s on an EPYC where
-  it took 12 s)."""
+  values of order 0.1-1 for good, never subnormal floats, which some CPUs run ~30x slower than others (PROTOCOL.md §13)."""
   rng = np.random.default_rng(0)
   return rng.standard_normal((64, 64), dtype=np.float32), (rng.standard_normal((64, 64)) * (2.0 / 8)).astype(np.float32)
 

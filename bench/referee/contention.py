@@ -1,20 +1,15 @@
-"""Was the machine shared while a run trained? Measured, not guessed (PROTOCOL.md section 13).
+"""Was the machine shared while a run trained? Measured, not guessed (PROTOCOL.md section 13, with the measurements).
 
 Around every timed request (import, construction, train) the referee reads, for the agent's whole process tree, the
-CPU time (bench/referee/accounting.py) and the kernel's per-thread scheduler statistics: how long its threads ran and how long
-they were *ready to run with no free core* (run-queue wait). On a quiet machine that wait is ~0 (measured: 1-2 ms in
-a 2 s busy loop); with three CPU-burning processes on two cores it was half the wall time. CPU share alone
-(CPU-s / training clock) cannot tell a starved agent from one waiting for its GPU, so it is recorded beside the wait,
-not judged. The hypervisor's steal time (another VM on the same host) and the load average before and after the run
-are recorded too.
-
-An agent's own threads and processes also wait for each other: a quiet PPO CartPole run on 2 cores used 0.92-0.95
-CPU-s per second and waited 3-8 % of its clock, but an agent that runs three CPU burners of its own during each update
-(tests/hostile_agents.py FeignsASharedMachine, to have its slowness blamed on the machine) waits half of it. So a wait
-alone is not a shared machine: the machine's busy time (/proc/stat) minus the agent's and the referee's own is what *other* processes used. A run is
-`contended` when other processes used more than OTHERS_CORES cores on average during its timed sections *and* its
-threads waited for a core more than WAIT_SHARE of its training clock (on a machine with idle cores others do not make
-it wait), or when the hypervisor stole more than STEAL_SHARE of the machine's time.
+CPU time (bench/referee/accounting.py) and the kernel's per-thread scheduler statistics: how long its threads ran and
+how long they were *ready to run with no free core* (run-queue wait). CPU share alone cannot tell a starved agent from
+one waiting for its GPU, so it is recorded beside the wait, not judged; the hypervisor's steal time and the load
+average before and after the run are recorded too. An agent's own threads also wait for each other (and a hostile
+one may run burners to have its slowness blamed on the machine: tests/hostile_agents.py FeignsASharedMachine), so a
+wait alone is not a shared machine: the machine's busy time (/proc/stat) minus the agent's and the referee's own is
+what *other* processes used. A run is `contended` when other processes used more than OTHERS_CORES cores on average
+during its timed sections *and* its threads waited for a core more than WAIT_SHARE of its training clock, or when the
+hypervisor stole more than STEAL_SHARE of the machine's time.
 """
 from __future__ import annotations
 
