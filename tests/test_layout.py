@@ -113,3 +113,17 @@ def test_the_run_path_never_loads_pandas():
   out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
                        env={**os.environ, "PYTHONPATH": str(ROOT)})
   assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_the_old_command_lines_and_imports_still_work():
+  """Users' scripts and older commits call `python -m bench.report` and the rest, import from them, and name
+  pytest-benchmark's timer `bench.clock.training_timer`: the forwards keep all three."""
+  from bench.clock import training_timer
+  from bench.gate import gate_runs
+  from bench.referee.clock import training_timer as timer
+  from bench.report import write_report
+  from bench.signing import Signer
+  assert training_timer is timer and callable(gate_runs) and callable(write_report) and callable(Signer)
+  for name in ("report", "gate", "history", "baseline", "signing", "worker"):
+    out = subprocess.run([sys.executable, "-m", f"bench.{name}", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and f"python -m bench.{name}" in out.stdout, (name, out.stdout[-500:], out.stderr[-500:])
