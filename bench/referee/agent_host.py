@@ -22,6 +22,8 @@ import sys
 import time
 import traceback
 
+import numpy as np  # loaded by protocol.py already
+
 from bench.referee import protocol as P
 
 DEVICE = None    # the tinygrad device opened at start-up
@@ -125,8 +127,6 @@ def tensors(agent, max_objects: int = 100_000, max_list: int = 10_000) -> dict:
 
 def snapshot(agent) -> dict:
   """{"t/<name>": array} of the agent's Tensors and {"x/<name>": array} of its optional snapshot()."""
-  import numpy as np
-
   from bench.referee.agent_api import AgentError
   out = {f"t/{k}": v.numpy() for k, v in tensors(agent).items()}
   if hasattr(agent, "snapshot"):
@@ -156,8 +156,6 @@ def restore(agent, state: dict) -> None:
 
 def pack(arrays: dict):
   """An .npz archive (numbers only: np.load refuses pickles) as a uint8 array."""
-  import numpy as np
-
   from bench.referee.agent_api import AgentError
   for k, v in arrays.items():
     if v.dtype.name not in P.DTYPES: raise AgentError(f"the snapshot's {k!r} has dtype {v.dtype}: numbers only")
@@ -167,41 +165,43 @@ def pack(arrays: dict):
 
 
 def unpack(blob) -> dict:
-  import numpy as np
   with np.load(io.BytesIO(blob.tobytes()), allow_pickle=False) as z: return {k: z[k] for k in z.files}
 
 
 class Host:
   """The agent in this process and its one train() generator, answering the referee's requests one at a time."""
   def __init__(self):
+    # imported once here, not per request: act() answers thousands of requests, on the clock when evaluated in place
+    from bench.referee.agent_api import AgentError, load_agent_class
+    from envs import Task
     from envs.counting import STEPS
+    self.error, self.load_class, self.task_from_wire = AgentError, load_agent_class, Task.from_wire
     self.counter, self.cls, self.agent, self.gen, self.task, self.agent_steps = STEPS, None, None, None, None, 0
 
   def answer(self, msg):
     """The reply to one request (None: Close). Every request that runs agent code ends with its device work done (_sync)."""
-    from bench.referee.agent_api import load_agent_class
-    from envs import Task
     if isinstance(msg, P.Close): return None
     if isinstance(msg, P.Load):
-      self.task = Task.from_wire(msg.task)
+      self.task = self.task_from_wire(msg.task)
       return _preload(msg.preload, self.task)
-    if isinstance(msg, P.Import): self.cls, reply = load_agent_class(msg.target), P.Ok()
+    if isinstance(msg, P.Import): self.cls, reply = self.load_class(msg.target), P.Ok()
     elif isinstance(msg, P.Construct): self.agent, reply = self.cls(self.task, msg.seed), P.Ok()
     elif isinstance(msg, P.Train): reply = self.train(msg)
     elif isinstance(msg, P.Snapshot):
       state = snapshot(self.agent)
       reply = P.State(blob=pack(state), arrays=len(state))
-    elif isinstance(msg, P.Restore): reply = restore(self.agent, unpack(msg.blob)) or P.Ok()
+    elif isinstance(msg, P.Restore):
+      restore(self.agent, unpack(msg.blob))
+      reply = P.Ok()
     else: reply = self.act(msg.obs)
     _sync()
     return reply
 
   def train(self, msg: P.Train) -> P.Trained:
     """train()'s generator run on until the steps asked for, or `max_s` seconds, or its end."""
-    from bench.referee.agent_api import AgentError
     if self.gen is None:
       self.gen = self.agent.train()
-      if not hasattr(self.gen, "__next__"): raise AgentError("train() must return a generator (use `yield steps`)")
+      if not hasattr(self.gen, "__next__"): raise self.error("train() must return a generator (use `yield steps`)")
     t0 = time.perf_counter()
     while True:
       try: y = next(self.gen)
@@ -210,7 +210,7 @@ class Host:
       except (TypeError, ValueError, OverflowError): y_ok = False
       if not y_ok:
         bad = "a non-finite" if isinstance(y, float) and not math.isfinite(y) else "an invalid"
-        raise AgentError(f"train() yielded {bad} step count {y!r}: yield the cumulative env steps (a non-decreasing int)")
+        raise self.error(f"train() yielded {bad} step count {y!r}: yield the cumulative env steps (a non-decreasing int)")
       self.agent_steps = int(y)
       if P.env_steps(self.counter.count, self.agent_steps) >= msg.until_steps or time.perf_counter() - t0 >= msg.max_s:
         return self.trained(False)
@@ -221,14 +221,11 @@ class Host:
     return P.Trained(finished=finished, agent_steps=self.agent_steps, counted_steps=int(self.counter.count), profile=prof)
 
   def act(self, obs) -> P.Actions:
-    import numpy as np
-
-    from bench.referee.agent_api import AgentError
     a = self.agent.act(obs)
     if not isinstance(a, np.ndarray):
-      raise AgentError(f"act() returned a {type(a).__name__}, not a numpy array (PROTOCOL.md section 8): "
+      raise self.error(f"act() returned a {type(a).__name__}, not a numpy array (PROTOCOL.md section 8): "
                        "return np.asarray(actions) with the action space's dtype")
-    if a.dtype.name not in P.DTYPES: raise AgentError(f"act() returned an array of dtype {a.dtype}: return numbers")
+    if a.dtype.name not in P.DTYPES: raise self.error(f"act() returned an array of dtype {a.dtype}: return numbers")
     return P.Actions(actions=a)
 
 
