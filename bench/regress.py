@@ -24,6 +24,7 @@ from bench import ROOT
 from bench.analysis.baseline import BASELINES_DIR
 from bench.analysis.loaders import frame, load_runs
 from bench.referee.procs import die_with_parent
+from bench.referee.records import settings_text
 from bench.worker_client import WorkerClient, WorkerDied
 
 
@@ -178,7 +179,7 @@ class PairGate:
 
 def baseline_line(rec: dict, label: str) -> str:
   """The baseline side's run as one line (a record of another version: only fields every version has)."""
-  head = f"[{rec.get('agent')} · {rec.get('task')} · seed {rec.get('seed')} · baseline {label}]"
+  head = f"[{rec.get('agent')} · {rec.get('task')} · seed {rec.get('seed')} · baseline {label}{settings_text(rec.get('tinygrad_env') or {}, ' · ')}]"
   if rec.get("solved"): return f"{head} solved in {rec.get('time_to_threshold_s', 0):.2f} s, {rec.get('steps_to_threshold') or 0:,} steps"
   return f"{head} {str(rec.get('status')).upper()}: {(rec.get('failure_reason') or '?').splitlines()[0]}"
 

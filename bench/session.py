@@ -13,7 +13,7 @@ from bench.analysis.loaders import frame
 from bench.options import options
 from bench.referee.clock import DEFAULT_TIMER
 from bench.referee.config import RefereeConfig
-from bench.referee.records import RecordWriter, RunRecord
+from bench.referee.records import RecordWriter, RunRecord, settings_text
 from bench.referee.signing import Signer, public_pem
 
 
@@ -34,7 +34,7 @@ def new_session_dir(results_dir: str) -> str:
 def run_line(rec: RunRecord, task) -> str:
   """One line per finished run: what it reached, the env steps done, and when the last evaluation was (an agent is
   only evaluated every `eval_every_steps`: a run can train for a long time without one)."""
-  head = f"[{rec.agent} · {rec.task} · seed {rec.seed} · {rec.kernel_cache} cache]"
+  head = f"[{rec.agent} · {rec.task} · seed {rec.seed} · {rec.kernel_cache} cache{settings_text(rec.tinygrad_env, ' · ')}]"
   contended = f" CONTENDED ({rec.contended_why})" if rec.contended else ""
   if rec.solved:
     return (f"{head}{contended} solved in {rec.time_to_threshold_s:.2f} s, {rec.steps_to_threshold:,} steps "

@@ -26,6 +26,7 @@ import numpy as np
 from scipy import stats
 
 from bench.analysis.stats import speedup_ci
+from bench.analysis.tables import settings_of
 from bench.referee.calibrate import SPEED_TOLERANCE, speed_ratio
 
 GATE_ALPHA = 0.01        # the one-sided Mann-Whitney level a slowdown must reach (the verdicts of a comparison: stats.VERDICT_ALPHA)
@@ -200,7 +201,9 @@ def gate_runs(baseline, current, *, alpha: float = GATE_ALPHA, tolerance: float 
       continue
     why = []
     if fingerprints(b) != fingerprints(c): why.append("hardware fingerprints differ")
-    if _settings(b) != _settings(c): why.append("device or tinygrad settings differ")
+    if _settings(b) != _settings(c):
+      why.append(f"device or tinygrad settings differ (baseline {settings_of(b)} on {'|'.join(sorted(map(str, set(b['device']))))}, "
+                 f"current {settings_of(c)} on {'|'.join(sorted(map(str, set(c['device']))))}): a different configuration")
     if concurrency(b) != concurrency(c):
       why.append(f"the baseline's runs ran {' | '.join(sorted(concurrency(b)))}, these {' | '.join(sorted(concurrency(c)))} "
                  "(runs side by side are timed apart from runs alone: README, Many runs at once)")

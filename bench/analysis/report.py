@@ -23,7 +23,7 @@ import pandas as pd  # noqa: E402
 
 from bench.analysis.loaders import load_runs
 from bench.analysis.stats import VERDICT_ALPHA, compare_runs, performance_profile  # noqa: E402
-from bench.analysis.tables import markdown, median_ci  # noqa: E402
+from bench.analysis.tables import markdown, median_ci, settings_of  # noqa: E402
 from bench.referee.protocol import printable  # noqa: E402
 from bench.referee.records import TamperedRecords  # noqa: E402
 from bench.referee.signing import BadSignature, key_id, load_public  # noqa: E402
@@ -69,9 +69,11 @@ def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
       "median steps (solved)": f"{int(solved['steps_to_threshold'].median()):,}" if len(solved) else "-",
       "cold-start (s)": (f"{cold['time_to_threshold_s'].iloc[-1]:.2f}" if len(cold) and cold["solved"].iloc[-1]
                          else (cold["status"].iloc[-1] if len(cold) else "-")),
+      "tinygrad settings": settings_of(timed if len(timed) else g),
       "failures": _failures(timed),
     })
   return pd.DataFrame(rows)
+
 
 
 def verdict_table(comparisons: pd.DataFrame, bold: bool = True) -> pd.DataFrame:

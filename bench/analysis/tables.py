@@ -25,3 +25,12 @@ def median_ci(x: np.ndarray) -> tuple[float, float]:
     ci = stats.bootstrap((x,), np.median, vectorized=True, method="percentile", n_resamples=5000,
                          rng=np.random.default_rng(0)).confidence_interval
   return float(ci.low), float(ci.high)
+
+
+def settings_of(runs: pd.DataFrame) -> str:
+  """The tinygrad settings runs ran with (their tinygrad_env: the session's and the agent's declared), 'HCQ2=1 SPEC=0';
+  ' | ' between different ones; '-' for tinygrad's defaults."""
+  cols = sorted(c for c in runs.columns if c.startswith("tinygrad_env."))
+  texts = sorted({" ".join(f"{c.removeprefix('tinygrad_env.')}={v}" for c, v in zip(cols, row) if isinstance(v, str) and v)
+                  for row in runs[cols].itertuples(index=False)}) if cols else []
+  return " | ".join(t or "-" for t in texts) or "-"

@@ -13,18 +13,23 @@ An agent is one class:
         def snapshot(self) -> dict[str, np.ndarray]: ...     # optional: what act() reads besides
         def restore(self, state: dict[str, np.ndarray]): ... # the agent's tinygrad Tensors, and back
 
-Optionally `self.profile: dict[str, float]`, reported into the run record (where the time went).
+Optionally `self.profile: dict[str, float]`, reported into the run record (where the time went), and, at the top
+level of the agent's file, the tinygrad settings its processes run with (`declared_settings` below):
+
+    TINYGRAD_SETTINGS = {"SPEC": "0", "CPU": {"HCQ2": "1"}, "Pendulum-v1@CPU": {"HCQ2": "0"}}   # narrower wins
 The referee owns the clock and the evaluation; the agent never sees evaluation seeds or envs. The
 agent runs in a sandboxed process and talks to the referee in the messages of bench/referee/protocol.py
 (PROTOCOL.md section 12).
 """
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib
 import importlib.util
 import inspect
 import os
+import re
 import stat
 from dataclasses import dataclass
 
@@ -49,6 +54,66 @@ class AgentSpec:
   @property
   def source_sha256(self) -> str:
     return _file_sha256(self.source, [MAX_FILE_BYTES])
+
+
+SETTINGS_NAME = "TINYGRAD_SETTINGS"
+# tinygrad's own variables an agent may declare: each changes how fast tinygrad runs the same computation, none what the
+# referee owns (DEV, the kernel cache, its placement's NUM_CPU_THREADS, DEBUG's output); value: why it is allowed
+ALLOWED_SETTINGS: dict[str, str] = {
+  "HCQ2": "a captured graph replayed by one compiled submitter (CPU): fewer Python dispatches per replay",
+  "SPEC": "tinygrad's self-checks of its graphs (0: off)",
+  "TRACEMETA": "source locations kept on each graph node (0: off), read at import",
+  "THREADS": "CPU kernels split over threads (0: one thread a kernel)",
+  "PARALLEL": "compile worker processes that lower kernels (0: in the agent's process)",
+  "BEAM": "kernel search (on the clock: the referee keeps no search result across runs, PROTOCOL.md section 4)",
+  "JITBEAM": "kernel search for jitted graphs only (on the clock, as BEAM)",
+  "NOOPT": "no hand-coded kernel optimizations",
+  "SPLIT_REDUCEOP": "large reductions split in two kernels",
+  "JIT_BATCH_SIZE": "kernels per batch of a device graph",
+}
+SETTING_VALUE = r"[0-9]{1,3}"     # every allowed variable is a small integer
+
+
+def declared_settings(source: str, task: str, device: str | None = "CPU") -> dict[str, str]:
+  """The tinygrad settings an agent's file declares for `task` on `device`: its top-level `TINYGRAD_SETTINGS`, a literal
+  dict whose items are VARIABLE: value (everywhere) or SCOPE: {VARIABLE: value, ...}, where a scope is a device ("CPU",
+  "AMD": DEV's part before ':'), a task ("CartPole-v1") or both ("CartPole-v1@CPU"); a narrower scope wins (everywhere <
+  device < task < task@device). Read from the file's syntax tree, not by running it: the referee never executes an
+  entry's code outside its sandbox. AgentError names what is wrong: not a literal dict, a variable outside
+  ALLOWED_SETTINGS (in any scope), a value that is not a small integer."""
+  try:
+    with open(source, "rb") as f: tree = ast.parse(f.read(MAX_FILE_BYTES), source)
+  except (OSError, SyntaxError, ValueError): return {}   # the import in the agent's process then fails with its own message
+  nodes = [n for n in tree.body if isinstance(n, (ast.Assign, ast.AnnAssign)) and
+           any(isinstance(t, ast.Name) and t.id == SETTINGS_NAME for t in (n.targets if isinstance(n, ast.Assign) else [n.target]))]
+  if not nodes or nodes[-1].value is None: return {}
+  where = f"{os.path.basename(source)}:{nodes[-1].lineno} {SETTINGS_NAME}"
+  try: declared = ast.literal_eval(nodes[-1].value)
+  except ValueError: raise AgentError(f"{where} must be a literal dict (the referee reads it without running the file)") from None
+  if not isinstance(declared, dict): raise AgentError(f"{where} must be a dict, not {type(declared).__name__}")
+  scopes = {"": {k: v for k, v in declared.items() if not isinstance(v, dict)}, **{k: v for k, v in declared.items() if isinstance(v, dict)}}
+  for name, value in ((k, v) for scope in scopes.values() for k, v in scope.items()):
+    if name not in ALLOWED_SETTINGS:
+      raise AgentError(f"{where}: {name!r} is not a tinygrad setting an agent may declare (allowed: {', '.join(ALLOWED_SETTINGS)})")
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or not re.fullmatch(SETTING_VALUE, str(value)):
+      raise AgentError(f"{where}: {name}={value!r} is not a small integer (as tinygrad reads it: 0, 1, 2, ...)")
+  dev = (device or "").split(":")[0].upper()
+  out: dict[str, str] = {}
+  for scope in dict.fromkeys(("", dev, task, f"{task}@{dev}")):
+    out.update({k: str(v) for k, v in scopes.get(scope, {}).items()})
+  return out
+
+
+def applied_settings(agent: AgentSpec, task: str, device: str | None = "CPU",
+                     environ: dict[str, str] | None = None) -> tuple[dict[str, str], dict[str, str]]:
+  """(declared, applied): what the agent's file declares for `task` on `device`, and what of it the referee sets in the
+  agent's processes, which is all of it but a variable the session sets itself (`HCQ2=0 pytest bench/` measures a
+  reference without its HCQ2; the record's tinygrad_env says what ran). Peers declare nothing: their file is the
+  project's adapter."""
+  if agent.kind == "peer": return {}, {}
+  environ = os.environ if environ is None else environ
+  declared = declared_settings(agent.source, task, device or environ.get("DEV"))
+  return declared, {k: v for k, v in declared.items() if k not in environ}
 
 
 ENTRY_POINT_GROUP = "rlspeedrun.agents"

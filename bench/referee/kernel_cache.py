@@ -153,8 +153,8 @@ def rebuild(src: str | None, dst: str, config, workdir: str) -> dict:
     given, made = os.path.join(scratch, "warm-up.db"), os.path.join(scratch, "rebuilt.db")
     shutil.copyfile(src, given)
     sandbox.give(scratch, given, uid=uid)
-    env = agent_environ({"PYTHONPATH": ROOT, "HOME": scratch, "TMPDIR": scratch, "CACHEDB": made, "PYTHONDONTWRITEBYTECODE": "1",
-                         **({"DEV": device} if device else {})})
+    env = agent_environ({**config.extra_env, "PYTHONPATH": ROOT, "HOME": scratch, "TMPDIR": scratch, "CACHEDB": made,
+                         "PYTHONDONTWRITEBYTECODE": "1", **({"DEV": device} if device else {})})   # extra_env: the agent's settings
     fds: list[int] = []
     argv = sandbox.wrap([sys.executable, "-m", "bench.referee.kernel_cache", given], scratch=scratch, readable=[ROOT],
                         hidden=list(config.hidden_dirs), device=device, uid=uid, pass_fds=fds)

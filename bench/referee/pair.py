@@ -6,6 +6,7 @@ has verified it (bench/referee/kernel_cache.py): its seed is secret, its scratch
 timed run gets its own copy of the verified cache, so nothing one run writes reaches another."""
 from __future__ import annotations
 
+import dataclasses
 import gc
 import os
 import re
@@ -18,7 +19,7 @@ from collections.abc import Callable
 import numpy as np
 
 from bench.referee import protocol as P
-from bench.referee.agent_api import AgentError, AgentSpec, check_actions
+from bench.referee.agent_api import AgentError, AgentSpec, applied_settings, check_actions
 from bench.referee.agent_process import AgentProcess, RunFailed
 from bench.referee.clock import SESSION
 from bench.referee.config import RefereeConfig, known_fields
@@ -35,7 +36,11 @@ class Pair:
   def __init__(self, agent: AgentSpec, task, config: RefereeConfig, writer: RecordWriter | None = None,
                on_record: Callable[[RunRecord], None] | None = None, on_warning: Callable[[str], None] | None = None,
                archive_dir: str | None = None):
-    self.agent, self.task, self.config, self.writer, self.on_record = agent, task, config, writer, on_record
+    self.agent, self.task, self.writer, self.on_record = agent, task, writer, on_record
+    # the tinygrad settings the agent's file declares for the task, set in each of its processes (PROTOCOL.md section 4)
+    try: self.settings, self.settings_error = applied_settings(agent, task.name, config.device), ""
+    except AgentError as e: self.settings, self.settings_error = ({}, {}), f"{agent.name} on {task.name}: {e}"
+    self.config = dataclasses.replace(config, extra_env={**config.extra_env, **self.settings[1]})
     self.archive_dir = archive_dir     # where the rebuilt kernel cache is kept for review (the session's directory)
     self.on_warning = on_warning or (lambda line: None)
     self.workdir = tempfile.mkdtemp(prefix="rlspeedrun-")
@@ -52,6 +57,7 @@ class Pair:
     """Untimed: load, construct (with a secret seed), act, train a few updates, act again, in a scratch
     directory that is deleted afterwards; then verify and seal the kernel cache it filled, for the timed runs.
     Raises AgentError with one clear message if the agent breaks the interface or leaves a bad cache."""
+    if self.settings_error: raise AgentError(self.settings_error)
     scratch = tempfile.mkdtemp(prefix="warm-up-", dir=self.workdir)
     try:
       obs_batches = {n: _sample_observations(self.task, n) for n in (self.task.eval_episodes, self.task.confirm_episodes)}
@@ -147,13 +153,21 @@ class Pair:
 
   def cold_start(self, seed: int) -> RunRecord:
     """A timed run with an empty kernel cache: reported apart from the warm runs."""
-    return self._record(run_one(self.agent, self.task, seed, self.config, cache_db=None, kernel_cache="cold",
-                                role="cold-start", workdir=self.workdir))
+    return self._record(self._refused(seed, "cold", "cold-start") or run_one(
+      self.agent, self.task, seed, self.config, cache_db=None, kernel_cache="cold", role="cold-start", workdir=self.workdir, settings=self.settings))
 
   def run(self, seed: int, role: str = "timed") -> RunRecord:
     """A timed run with (a copy of) the verified warm kernel cache. `role` "rerun": the regression gate's confirmation
     of a flagged pair (reported by the gate only, not pooled with the timed runs)."""
-    return self._record(run_one(self.agent, self.task, seed, self.config, cache_db=self.warm_cache, workdir=self.workdir, role=role))
+    return self._record(self._refused(seed, "warm", role) or run_one(
+      self.agent, self.task, seed, self.config, cache_db=self.warm_cache, workdir=self.workdir, role=role, settings=self.settings))
+
+  def _refused(self, seed: int, kernel_cache: str, role: str) -> RunRecord | None:
+    """A failed record without a run where the agent's declared settings are refused (warm_up raises the same)."""
+    if not self.settings_error: return None
+    rec = RunRecord.start(self.agent, self.task, seed, role=role, kernel_cache=kernel_cache, device=self.config.device)
+    rec.finish_unsolved("failed", self.settings_error, 0.0)
+    return rec
 
   def adopt(self, rec: dict | RunRecord, timer: bool = True) -> RunRecord:
     """A run of this (agent, task) made by a worker process of this same version (bench/worker.py: the interleaved

@@ -15,16 +15,18 @@ from functools import lru_cache
 from agents import CONFIG_VARS
 from bench import ROOT
 from bench.peers import PEER_VARS
+from bench.referee.agent_api import ALLOWED_SETTINGS
 
-SCHEMA_VERSION = 8                 # 6: lines signed (bench/referee/signing.py); 7: evaluation of a snapshot, freezer, budget_scale;
-                                   # 8: evaluations stop once they cannot pass (a curve point's curtailed_at; its return a bound)
-READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8)
+SCHEMA_VERSION = 9                 # 6: lines signed (bench/referee/signing.py); 7: evaluation of a snapshot, freezer, budget_scale;
+                                   # 8: evaluations stop once they cannot pass (a curve point's curtailed_at; its return a bound);
+                                   # 9: the tinygrad settings the agent declared (tinygrad_declared), applied in tinygrad_env
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9)
 GENESIS = "0" * 64                 # prev_sha256 of a file's first record
 # the agents' own settings (the references' Config overrides, the peers'): recorded when set, passed into the sandbox
 AGENT_VARS = (*CONFIG_VARS, *PEER_VARS)
-# tinygrad settings that change what is measured; recorded when set (HCQ2: a jitted graph's kernels as one compiled
-# submitter, agents/TUNING.md "HCQ2")
-TINYGRAD_VARS = ("BEAM", "JITBEAM", "NOOPT", "CACHELEVEL", "IGNORE_BEAM_CACHE", "DEBUG", "JIT", "OPTIM_DTYPE", "HCQ2")
+# tinygrad settings that change what is measured: recorded when the session sets them or the agent declares them (those
+# an agent may declare: bench/referee/agent_api.py ALLOWED_SETTINGS; HCQ2: agents/TUNING.md "HCQ2")
+TINYGRAD_VARS = ("CACHELEVEL", "IGNORE_BEAM_CACHE", "DEBUG", "JIT", "OPTIM_DTYPE", *ALLOWED_SETTINGS)
 
 
 @dataclass
@@ -89,7 +91,8 @@ class RunRecord:
   sources: dict = field(default_factory=dict)  # {file: sha256} of the entry's directory and the project's code (agent_api.hash_sources)
   review: list = field(default_factory=list)   # reasons a reviewer must look at this run
   git: dict = field(default_factory=dict)
-  tinygrad_env: dict = field(default_factory=dict)
+  tinygrad_env: dict = field(default_factory=dict)  # the tinygrad settings it ran with: the session's and the agent's declared
+  tinygrad_declared: dict = field(default_factory=dict)  # what the agent's file declared for the task (TINYGRAD_SETTINGS)
   agent_env: dict = field(default_factory=dict)     # AGENT_VARS set when it ran
   contended: bool | None = None                # the machine was shared while it trained (bench/referee/contention.py); None: not measured
   contended_why: str = ""
@@ -104,13 +107,15 @@ class RunRecord:
   schema_version: int = SCHEMA_VERSION
 
   @classmethod
-  def start(cls, agent, task, seed: int, *, role: str, kernel_cache: str, device: str | None) -> RunRecord:
+  def start(cls, agent, task, seed: int, *, role: str, kernel_cache: str, device: str | None,
+            settings: tuple[dict, dict] = ({}, {})) -> RunRecord:
+    """`settings`: the tinygrad settings the agent declared and those of them the referee applied (agent_api.applied_settings)."""
     return cls(agent=agent.name, agent_target=agent.target, agent_sha256=agent.source_sha256, agent_kind=agent.kind,
                task=task.name, env_id=task.env_id, threshold=task.threshold, time_budget_s=task.time_budget_s,
                step_budget=task.step_budget, solve_bar=task.min_solve_rate, seed=seed, role=role, kernel_cache=kernel_cache, device=device,
                breakdown=asdict(Breakdown()),
                fingerprint=hardware_fingerprint(), git=git_info(),
-               tinygrad_env={k: os.environ[k] for k in TINYGRAD_VARS if k in os.environ},
+               tinygrad_env={**{k: os.environ[k] for k in TINYGRAD_VARS if k in os.environ}, **settings[1]}, tinygrad_declared=dict(settings[0]),
                agent_env={k: os.environ[k] for k in AGENT_VARS if os.environ.get(k)},
                timestamp=datetime.now(UTC).isoformat(timespec="seconds"))
 
@@ -137,6 +142,11 @@ class RunRecord:
 
 class TamperedRecords(ValueError):
   """A records file whose hash chain is broken: a line was altered, deleted or inserted."""
+
+
+def settings_text(env: dict, lead: str = "") -> str:
+  """The tinygrad settings a run ran with (its tinygrad_env), as `lead` + 'HCQ2=1 SPEC=0'; nothing for tinygrad's defaults."""
+  return lead + " ".join(f"{k}={v}" for k, v in sorted(env.items())) if env else ""
 
 
 def line_sha256(line: str) -> str:
@@ -211,6 +221,8 @@ def upgrade(r: dict) -> dict:
   contention and machine speed (schema 4) as not measured; placement (schema 5) as one run at a time; schema 6 and older
   as evaluated in the training process with act() charged beyond an allowance, unfrozen, with the task's own budget."""
   v = r.get("schema_version", SCHEMA_VERSION)
+  if v >= 9: return r
+  r = {**r, "tinygrad_declared": r.get("tinygrad_declared", {})}    # schema 8 and older: agents declared none
   if v >= 7: return r
   r = {**r, "budget_scale": r.get("budget_scale", 1.0), "freezer": r.get("freezer", "none"),
        "evaluation": r.get("evaluation", "in place, act() charged beyond 2 ms a call")}

@@ -27,12 +27,14 @@ PROGRESS_EVERY_S = 5.0  # train() replies (with its step count) at least this of
 
 
 def run_one(agent: AgentSpec, task, seed: int, config: RefereeConfig, *, cache_db: str | None = None,
-            kernel_cache: str = "warm", role: str = "timed", workdir: str | None = None) -> RunRecord:
+            kernel_cache: str = "warm", role: str = "timed", workdir: str | None = None,
+            settings: tuple[dict, dict] = ({}, {})) -> RunRecord:
   """Run `agent` on `task` with `seed` until a confirmed pass, a budget, or a failure. `cache_db` is a verified
   kernel cache (kernel_cache.seal) of which the run gets its own copy; None starts with an empty one. Whatever happens
   it returns the run's record: an exception of the referee's own at any stage (its clean-up included) fails the run
-  with its reason, and the session goes on with the next seed."""
-  rec = RunRecord.start(agent, task, seed, role=role, kernel_cache=kernel_cache, device=config.device)
+  with its reason, and the session goes on with the next seed. `settings`: the agent's declared and applied tinygrad
+  settings (agent_api.applied_settings; `config.extra_env` carries the applied ones), for the record."""
+  rec = RunRecord.start(agent, task, seed, role=role, kernel_cache=kernel_cache, device=config.device, settings=settings)
   rec.placement = dict(config.placement)
   try: Run(rec, agent, task, seed, config, cache_db, workdir).execute()
   except Exception as e:
