@@ -7,8 +7,9 @@ What makes it fast:
 - the Q-network lives in one flat parameter buffer, its target in another, Adam's moments in a third;
   numpy weight init (no init kernels);
 - one TinyJit call per gradient step does the Double-DQN loss, backward, Adam, and the target update
-  (`tau` is an input: 0 on most steps, 1 on a hard copy), on a fixed-shape batch buffer written in
-  place from the replay buffer (one numpy fancy-index, one copy, no new Tensors);
+  (`tau` is an input: 0 on most steps, 1 on a hard copy), on one fixed-shape input buffer (the batch, the step
+  size, tau) written in place from the replay buffer (one numpy fancy-index, one copy, no new Tensors);
+- on the CPU it declares HCQ2 (TINYGRAD_SETTINGS): the update's kernels replay in one compiled call;
 - the update is captured at the start of train() on a dummy batch with a zero step size (and the moments
   zeroed after), so kernels are compiled and cached before training, and in the referee's warm-up; not in
   the constructor, which the referee's evaluators run too (they only act);
@@ -45,6 +46,8 @@ class Config:
   """vector steps between training phases (num_envs * train_every env steps)"""
   gradient_steps: int = 64
   """gradient steps per training phase"""
+  updates_per_call: int = 1
+  """gradient steps per jitted call (a divisor of gradient_steps): fewer calls, a bigger graph to build"""
   target_every: int = 1
   """training phases between hard target copies (tau = 1 on the phase's first step) ..."""
   target_tau: float = 1.0
@@ -74,9 +77,14 @@ class Config:
   """map observations to [-1, 1] by the observation space's (finite) bounds, in the net"""
 
 
+# tinygrad settings the referee runs this agent with (bench/referee/agent_api.py declared_settings; agents/TUNING.md
+# "Settings"): HCQ2 replays the 27-kernel update in one compiled call on the CPU
+TINYGRAD_SETTINGS = {"CartPole-v1@CPU": {"HCQ2": "1"}}
+
+
 # per-task settings, as data (rl-zoo3's tuned DQN as the starting point); why each: agents/TUNING.md
 TASK_CONFIGS: dict[str, Config] = {
-  "CartPole-v1": Config(),
+  "CartPole-v1": Config(num_envs=16, train_every=16),
   "Acrobot-v1": Config(train_every=4, gradient_steps=8, lr=6.3e-4, batch_size=128, target_every=8, eps_end=0.1,
                        eps_decay_steps=12_000),
   "LunarLander-v3": Config(hidden=128, train_every=4, gradient_steps=8, lr=6.3e-4, batch_size=128, buffer_size=50_000,
@@ -117,8 +125,12 @@ class DQN:
     self.adam = Adam(self.theta, lr=cfg.lr, eps=cfg.adam_eps)
     # persistent fixed-shape inputs: a batch of replay rows, [step size, tau]
     self.cols = replay_columns(O)
-    self.batch_in = Tensor.zeros(cfg.batch_size, self.cols.width).contiguous().realize()
-    self.lr_tau_in = Tensor.zeros(2).contiguous().realize()
+    if cfg.gradient_steps % cfg.updates_per_call:
+      raise ValueError(f"updates_per_call {cfg.updates_per_call} must divide gradient_steps {cfg.gradient_steps}")
+    # one input per call (TinyJit prepares each input on every call: ~50 us): per update its batch of replay rows, then
+    # [step size, tau]
+    self.call_in = Tensor.zeros(cfg.updates_per_call, cfg.batch_size * self.cols.width + 2).contiguous().realize()
+    self.call_rows = np.zeros(self.call_in.shape, np.float32)
     self.replay = Replay(cfg.buffer_size, self.cols.width)
     self._update = jit(self._update_fn)
     self.greedy = Greedy(lambda x: self._q(self.theta, x).argmax(-1), O, dtype=np.int32, rows=max(task.confirm_episodes, cfg.num_envs))
@@ -129,14 +141,20 @@ class DQN:
     """Capture the update (zero step size, no target change), then forget the moments it touched: at the start of
     train(), so that an evaluator, which only acts, never spends seconds on it."""
     with self.profile.timed("capture_s"), Context(TRAINING=1):
-      for _ in range(2): self._update(self.batch_in, self.lr_tau_in)
+      for _ in range(2): self._update(self.call_in)
     self.adam.forget()
 
   def _q(self, theta: Tensor, obs: Tensor) -> Tensor:
     if self.cfg.scale_obs: obs = (obs - self.obs_mid) * self.obs_inv_half
     return relu_mlp(views(theta, self.layout), "", obs, self.cfg.layers + 1)
 
-  def _update_fn(self, batch: Tensor, lr_tau: Tensor) -> Tensor:
+  def _update_fn(self, x: Tensor) -> Tensor:
+    """`updates_per_call` gradient steps, one after the other; row k of `x`: step k's batch, its step size and tau."""
+    cfg, n = self.cfg, self.cfg.batch_size * self.cols.width
+    losses = [self._step(x[k, :n].reshape(cfg.batch_size, self.cols.width), x[k, n:]) for k in range(cfg.updates_per_call)]
+    return losses[0] if len(losses) == 1 else Tensor.stack(*losses).realize()
+
+  def _step(self, batch: Tensor, lr_tau: Tensor) -> Tensor:
     """One Double-DQN gradient step with Adam, then target <- target + tau * (theta - target)."""
     cfg, data = self.cfg, self.cols.split(batch)
     next_action = self._q(self.theta.detach(), data.next_observations).argmax(-1)                  # online net picks
@@ -156,14 +174,15 @@ class DQN:
     return self.greedy(obs).astype(np.int64)
 
   def _learn(self, phase: int) -> None:
-    cfg = self.cfg
+    cfg, K, x = self.cfg, self.cfg.updates_per_call, self.call_rows
     for k in range(cfg.gradient_steps):
-      lr_t = self.adam.next_lr()
-      if cfg.target_tau < 1.0: tau = cfg.target_tau
-      else: tau = 1.0 if k == 0 and phase % cfg.target_every == 0 else 0.0
-      copyin(self.lr_tau_in, np.array([lr_t, tau], np.float32))
-      copyin(self.batch_in, self.replay.sample(self.rng, cfg.batch_size))
-      self._update(self.batch_in, self.lr_tau_in)
+      x[k % K, -2] = self.adam.next_lr()
+      if cfg.target_tau < 1.0: x[k % K, -1] = cfg.target_tau
+      else: x[k % K, -1] = 1.0 if k == 0 and phase % cfg.target_every == 0 else 0.0
+      if k % K < K - 1: continue
+      x[:, :-2] = self.replay.sample(self.rng, cfg.batch_size * K).reshape(K, -1)
+      copyin(self.call_in, x)
+      self._update(self.call_in)
 
   def train(self):
     self._capture()

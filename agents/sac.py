@@ -5,10 +5,10 @@ starting point), the loop in `train()`. Soft Actor-Critic (Haarnoja et al. 2018,
 version): twin Q critics with Polyak-averaged targets, a tanh-squashed Gaussian policy, the entropy
 temperature alpha learned towards a target entropy of -dim(A).
 What makes it fast:
-- actor, critics (both Qs in one buffer), target critics, log-alpha and the three sets of Adam moments are
-  a handful of flat buffers; numpy weight init;
-- one TinyJit call per gradient step does the critic, actor and alpha losses, their gradients, three
-  Adam steps and the target update, on a fixed-shape batch buffer written in place from the numpy replay
+- actor, critics (both Qs in one buffer, stacked: each layer of both is one batched matmul), target critics,
+  log-alpha and the three sets of Adam moments are a handful of flat buffers; numpy weight init;
+- one TinyJit call per gradient step does the critic, actor and alpha losses, their gradients (one backward
+  pass of their sum), three Adam steps and the target update, on a fixed-shape batch buffer written in place from the numpy replay
   buffer; the Gaussian noise of the reparameterisation comes from numpy inside that batch (no RNG kernels);
 - the update is captured at the start of train() with a zero step size (moments zeroed after), so its kernels
   are compiled in the referee's untimed warm-up and cached; not in the constructor, which the referee's
@@ -64,10 +64,15 @@ class Config:
   """Adam's epsilon"""
 
 
+# tinygrad settings the referee runs this agent with (bench/referee/agent_api.py declared_settings; agents/TUNING.md
+# "Settings"): HCQ2 replays the update's kernels in one compiled call on the CPU
+TINYGRAD_SETTINGS = {"Pendulum-v1@CPU": {"HCQ2": "1"}}
+
+
 # per-task settings, as data (rl-zoo3's tuned SAC as the starting point); why each: agents/TUNING.md
 MUJOCO = Config(hidden=256, batch_size=256, buffer_size=1_000_000, learning_starts=10_000, lr=3e-4, tau=0.005)
 TASK_CONFIGS: dict[str, Config] = {
-  "Pendulum-v1": Config(),
+  "Pendulum-v1": Config(num_envs=8, gradient_steps=8),
   "MountainCarContinuous-v0": Config(hidden=64, batch_size=512, buffer_size=50_000, lr=3e-4, init_alpha=0.1,
                                      learn_alpha=False, gamma=0.9999, tau=0.01, train_every=8, gradient_steps=32,
                                      pink_noise=True),
@@ -83,6 +88,23 @@ def _init(rng: np.random.Generator, layout) -> np.ndarray:
     bound = 1 / math.sqrt(w_shape[0])
     parts += [rng.uniform(-bound, bound, w_shape).ravel(), rng.uniform(-bound, bound, b_shape)]
   return np.concatenate(parts).astype(np.float32)
+
+
+def twin_layout(layout):
+  """A layer list (mlp_layout) as two stacked copies: weights (2, fan_in, fan_out), biases (2, 1, fan_out)."""
+  return [(name, (2, *shape) if len(shape) == 2 else (2, 1, *shape)) for name, shape in layout]
+
+
+def _init_twins(rng: np.random.Generator, layout) -> np.ndarray:
+  """Two networks of `layout` initialised one after the other (as two separate critics were), stored stacked
+  (twin_layout): each weight's and bias's two copies side by side."""
+  first, second = _init(rng, layout), _init(rng, layout)
+  parts, off = [], 0
+  for _, shape in layout:
+    n = int(np.prod(shape))
+    parts += [first[off:off + n], second[off:off + n]]
+    off += n
+  return np.concatenate(parts)
 
 
 def pink_noise(rng: np.random.Generator, shape: tuple[int, ...], length: int) -> np.ndarray:
@@ -117,8 +139,8 @@ class SAC:
     t0 = time.perf_counter()
     O, A, H = self.obs_dim, self.act_dim, cfg.hidden
     self.actor_layout = mlp_layout("pi", [O, H, H, 2 * A])
-    self.critic_layout = mlp_layout("q1", [O + A, H, H, 1]) + mlp_layout("q2", [O + A, H, H, 1])
-    actor, critic = _init(self.rng, self.actor_layout), _init(self.rng, self.critic_layout)
+    self.critic_layout = twin_layout(mlp_layout("q", [O + A, H, H, 1]))
+    actor, critic = _init(self.rng, self.actor_layout), _init_twins(self.rng, mlp_layout("q", [O + A, H, H, 1]))
     self.actor, self.critic, self.critic_target = Tensor(actor).realize(), Tensor(critic).realize(), Tensor(critic).realize()
     self.log_alpha = Tensor([math.log(cfg.init_alpha)]).realize()
     self.adam = Adam(self.actor, self.critic, self.log_alpha, lr=cfg.lr, eps=cfg.adam_eps)
@@ -156,8 +178,10 @@ class SAC:
     return mean, log_std
 
   def _q(self, critic: Tensor, obs: Tensor, act: Tensor) -> tuple[Tensor, Tensor]:
-    p, x = views(critic, self.critic_layout), obs.cat(act, dim=1)
-    return relu_mlp(p, "q1", x, 3)[:, 0], relu_mlp(p, "q2", x, 3)[:, 0]
+    """Both critics in one pass: their weights stacked (2, fan_in, fan_out), the batch broadcast over them, so that each
+    layer is one batched matmul, not two (fewer kernels to build and to run: agents/TUNING.md "SAC")."""
+    q = relu_mlp(views(critic, self.critic_layout), "q", obs.cat(act, dim=1).unsqueeze(0), 3)[..., 0]   # (2, B)
+    return q[0], q[1]
 
   def _update_fn(self, batch: Tensor, lr_t: Tensor) -> Tensor:
     """One SAC gradient step: critics, actor, temperature, then the Polyak target update."""
@@ -175,9 +199,9 @@ class SAC:
     actor_loss = (alpha * logp - Tensor.minimum(pq1, pq2)).mean()
     # temperature: towards the target entropy
     alpha_loss = -(self.log_alpha * (logp.detach() + self.target_entropy)).mean()
-    g_critic, = critic_loss.gradient(self.critic)
-    g_actor, = actor_loss.gradient(self.actor)
-    g_alpha, = alpha_loss.gradient(self.log_alpha)
+    # one backward pass: each loss reaches only its own parameters (the critics are detached in the actor's loss, the
+    # target y and the entropy term in the others'), so the sum's gradient is each loss's own
+    g_critic, g_actor, g_alpha = (critic_loss + actor_loss + alpha_loss).gradient(self.critic, self.actor, self.log_alpha)
     stepped = [(1, self.critic, g_critic), (0, self.actor, g_actor)] + ([(2, self.log_alpha, g_alpha)] if cfg.learn_alpha else [])
     for i, theta, g in stepped: self.adam.step(i, theta, g, lr_t)
     self.critic_target.assign(self.critic_target + cfg.tau * (self.critic - self.critic_target))

@@ -17,10 +17,12 @@ from envs import get_task
 TASK = get_task("CartPole-v1")
 
 
+DQN_CFG = Config(num_envs=4, hidden=16, layers=2, batch_size=8, buffer_size=10, learning_starts=0, train_every=2, gradient_steps=2)
+
+
 @pytest.fixture(scope="module")
 def agent():
-  return DQN(TASK, 0, Config(num_envs=4, hidden=16, layers=2, batch_size=8, buffer_size=10, learning_starts=0,
-                             train_every=2, gradient_steps=2))
+  return DQN(TASK, 0, DQN_CFG)
 
 
 def q_numpy(agent, flat, x):
@@ -50,6 +52,24 @@ def _batch(agent, rng):
                          discounts=rng.choice([agent.cfg.gamma, agent.cfg.gamma**3], B))   # of 1- and 3-step rows
 
 
+def _call(agent, *steps):
+  """One jitted call of the update on (batch, step size, tau) per step (the call's input row of each)."""
+  steps = [steps] if not isinstance(steps[0], tuple) else steps
+  copyin(agent.call_in, np.stack([np.concatenate([b.ravel(), [lr, tau]]) for b, lr, tau in steps]).astype(np.float32))
+  with Context(TRAINING=1): return agent._update(agent.call_in)
+
+
+def test_several_updates_in_one_call_are_the_same_steps():
+  """updates_per_call=2: one call makes the two steps that two calls of one step make, on the same batches."""
+  rng = np.random.default_rng(1)
+  one, two = DQN(TASK, 0, DQN_CFG), DQN(TASK, 0, dataclasses.replace(DQN_CFG, updates_per_call=2))
+  batches = [_batch(one, rng), _batch(one, rng)]
+  for b, tau in zip(batches, (0.0, 1.0)): _call(one, b, 1e-3, tau)
+  _call(two, (batches[0], 1e-3, 0.0), (batches[1], 1e-3, 1.0))
+  np.testing.assert_allclose(two.theta.numpy(), one.theta.numpy(), rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(two.target.numpy(), one.target.numpy(), rtol=1e-5, atol=1e-7)
+
+
 def test_update_is_double_dqn_with_adam_and_the_target_update(agent):
   """One jitted step against numpy: the online net picks a', the target net values it, terminals do not
   bootstrap, each row's own discount (gamma^m for an m-step row) scales the bootstrap; loss = mean Huber;
@@ -65,10 +85,8 @@ def test_update_is_double_dqn_with_adam_and_the_target_update(agent):
   y = data.returns + data.discounts * (1 - data.terminations) * q_numpy(agent, target, data.next_observations)[np.arange(len(b)), next_a]
   d = q_numpy(agent, theta, data.observations)[np.arange(len(b)), data.actions.astype(int)] - y
   expected_loss = np.where(np.abs(d) < 1, 0.5 * d * d, np.abs(d) - 0.5).mean()
-  copyin(agent.batch_in, b)
   lr_t = 1e-3 * (1 - 0.999) ** 0.5 / (1 - 0.9)                      # Adam's bias-corrected step size, t = 1
-  copyin(agent.lr_tau_in, np.array([lr_t, 0.0], np.float32))        # tau 0: target unchanged
-  with Context(TRAINING=1): loss = agent._update(agent.batch_in, agent.lr_tau_in).item()
+  loss = _call(agent, b, lr_t, 0.0).item()                          # tau 0: target unchanged
   assert loss == pytest.approx(expected_loss, rel=1e-5)
   step = agent.theta.numpy() - theta
   moved = np.abs(step) > 1e-9
@@ -78,13 +96,11 @@ def test_update_is_double_dqn_with_adam_and_the_target_update(agent):
   assert np.median(np.abs(step[moved])) == pytest.approx(1e-3, rel=1e-4)
   np.testing.assert_array_equal(agent.target.numpy(), target)
   # a hard copy (tau 1) on the next step: target = theta after that step
-  copyin(agent.lr_tau_in, np.array([1e-3, 1.0], np.float32))
-  with Context(TRAINING=1): agent._update(agent.batch_in, agent.lr_tau_in)
+  _call(agent, b, 1e-3, 1.0)
   np.testing.assert_allclose(agent.target.numpy(), agent.theta.numpy(), rtol=0, atol=1e-6)
   # Polyak: target += 0.25 (theta - target)
   before_t = agent.target.numpy().copy()
-  copyin(agent.lr_tau_in, np.array([1e-3, 0.25], np.float32))
-  with Context(TRAINING=1): agent._update(agent.batch_in, agent.lr_tau_in)
+  _call(agent, b, 1e-3, 0.25)
   np.testing.assert_allclose(agent.target.numpy(), before_t + 0.25 * (agent.theta.numpy() - before_t), rtol=1e-5, atol=1e-7)
 
 
@@ -135,7 +151,7 @@ def test_greedy_matches_numpy_for_any_batch_size(agent):
 
 def test_jitted_inputs_refuse_another_shape(agent):
   with pytest.raises(AssertionError, match="does not match"):
-    copyin(agent.batch_in, np.zeros((agent.cfg.batch_size + 1, agent.cols.width), np.float32))
+    copyin(agent.call_in, np.zeros((1, (agent.cfg.batch_size + 1) * agent.cols.width + 2), np.float32))
 
 
 def test_training_stores_real_transitions_and_stays_finite():

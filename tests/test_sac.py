@@ -62,9 +62,10 @@ def test_losses_targets_and_temperature_match_numpy(agent):
     u = mean + np.exp(ls) * noise
     return np.tanh(u), (stats.norm.logpdf(u, mean, np.exp(ls)) - np.log(1 - np.tanh(u) ** 2)).sum(1)
 
-  def q(flat, obs, act):
-    x = np.concatenate([obs, act], 1)
-    return mlp(flat, agent.critic_layout, "q1", x)[:, 0], mlp(flat, agent.critic_layout, "q2", x)[:, 0]
+  def q(flat, obs, act):    # the twin critics stacked (2, fan_in, fan_out): numpy's matmul broadcasts over them as well
+    out = mlp(flat, agent.critic_layout, "q", np.concatenate([obs, act], 1))[..., 0]
+    assert out.shape == (2, len(obs)) and not np.allclose(out[0], out[1])    # two critics, initialised apart
+    return out[0], out[1]
 
   na, nlogp = policy(data.next_observations, data.next_action_noise)
   y = data.rewards + g * (1 - data.terminations) * (np.minimum(*q(target, data.next_observations, na)) - 0.3 * nlogp)
