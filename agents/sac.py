@@ -72,7 +72,7 @@ TINYGRAD_SETTINGS = {"Pendulum-v1@CPU": {"HCQ2": "1"}}
 # per-task settings, as data (rl-zoo3's tuned SAC as the starting point); why each: agents/TUNING.md
 MUJOCO = Config(hidden=256, batch_size=256, buffer_size=1_000_000, learning_starts=10_000, lr=3e-4, tau=0.005)
 TASK_CONFIGS: dict[str, Config] = {
-  "Pendulum-v1": Config(num_envs=8, gradient_steps=8),
+  "Pendulum-v1": Config(num_envs=8, gradient_steps=8, batch_size=64),
   "MountainCarContinuous-v0": Config(hidden=64, batch_size=512, buffer_size=50_000, lr=3e-4, init_alpha=0.1,
                                      learn_alpha=False, gamma=0.9999, tau=0.01, train_every=8, gradient_steps=32,
                                      pink_noise=True),

@@ -202,8 +202,8 @@ def gate_runs(baseline, current, *, alpha: float = GATE_ALPHA, tolerance: float 
     why = []
     if fingerprints(b) != fingerprints(c): why.append("hardware fingerprints differ")
     if _settings(b) != _settings(c):
-      why.append(f"device or tinygrad settings differ (baseline {settings_of(b)} on {'|'.join(sorted(map(str, set(b['device']))))}, "
-                 f"current {settings_of(c)} on {'|'.join(sorted(map(str, set(c['device']))))}): a different configuration")
+      side = lambda runs: f"{settings_of(runs).replace('-', 'defaults')} on {'|'.join(sorted(map(str, set(runs['device']))))}"
+      why.append(f"device or tinygrad settings differ (baseline {side(b)}, current {side(c)}): a different configuration")
     if concurrency(b) != concurrency(c):
       why.append(f"the baseline's runs ran {' | '.join(sorted(concurrency(b)))}, these {' | '.join(sorted(concurrency(c)))} "
                  "(runs side by side are timed apart from runs alone: README, Many runs at once)")
