@@ -202,7 +202,7 @@ def gate_runs(baseline, current, *, alpha: float = GATE_ALPHA, tolerance: float 
     why = []
     if fingerprints(b) != fingerprints(c): why.append("hardware fingerprints differ")
     if _settings(b) != _settings(c):
-      side = lambda runs: f"{settings_of(runs).replace('-', 'defaults')} on {'|'.join(sorted(map(str, set(runs['device']))))}"
+      side = lambda runs: f"{settings_of(runs, empty='defaults')} on {'|'.join(sorted(map(str, set(runs['device']))))}"
       why.append(f"device or tinygrad settings differ (baseline {side(b)}, current {side(c)}): a different configuration")
     if concurrency(b) != concurrency(c):
       why.append(f"the baseline's runs ran {' | '.join(sorted(concurrency(b)))}, these {' | '.join(sorted(concurrency(c)))} "

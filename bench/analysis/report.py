@@ -75,7 +75,6 @@ def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
   return pd.DataFrame(rows)
 
 
-
 def verdict_table(comparisons: pd.DataFrame, bold: bool = True) -> pd.DataFrame:
   """The comparisons, formatted for people; the verdict in Markdown bold unless bold=False (terminals)."""
   mark = "**" if bold else ""

@@ -8,6 +8,7 @@ import pandas as pd
 from scipy import stats
 
 from bench.referee.protocol import printable
+from bench.referee.records import settings_text
 
 
 def markdown(df: pd.DataFrame) -> str:
@@ -27,10 +28,9 @@ def median_ci(x: np.ndarray) -> tuple[float, float]:
   return float(ci.low), float(ci.high)
 
 
-def settings_of(runs: pd.DataFrame) -> str:
-  """The tinygrad settings runs ran with (their tinygrad_env: the session's and the agent's declared), 'HCQ2=1 SPEC=0';
-  ' | ' between different ones; '-' for tinygrad's defaults."""
+def settings_of(runs: pd.DataFrame, empty: str = "-") -> str:
+  """The tinygrad settings runs ran with (their tinygrad_env: the session's and the agent's declared), each as
+  records.settings_text writes it, 'HCQ2=1 SPEC=0'; ' | ' between different ones; `empty` for tinygrad's defaults."""
   cols = sorted(c for c in runs.columns if c.startswith("tinygrad_env."))
-  texts = sorted({" ".join(f"{c.removeprefix('tinygrad_env.')}={v}" for c, v in zip(cols, row) if isinstance(v, str) and v)
-                  for row in runs[cols].itertuples(index=False)}) if cols else []
-  return " | ".join(t or "-" for t in texts) or "-"
+  envs = [{c.removeprefix("tinygrad_env."): v for c, v in zip(cols, row) if isinstance(v, str) and v} for row in runs[cols].itertuples(index=False)]
+  return " | ".join(t or empty for t in sorted({settings_text(e) for e in envs})) or empty
